@@ -1,0 +1,77 @@
+//! How a store is opened: where, how durable, with which clock.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+
+/// When a write is acknowledged (SPEC section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A write returns only after it is on disk: sled `flush()` plus
+    /// `fdatasync` of its log, shared by concurrent writers (group commit).
+    #[default]
+    Durable,
+    /// A write returns after the in-memory commit; sled flushes (and fsyncs)
+    /// in the background every [`Config::flush_interval`], which is the window
+    /// of acknowledged writes a crash or power loss can take.
+    Relaxed,
+}
+
+/// Options for [`Store::open`](crate::Store::open).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) path: Option<PathBuf>,
+    pub(crate) durability: Durability,
+    pub(crate) flush_interval: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) cache_bytes: u64,
+}
+
+impl Config {
+    /// A store kept in the directory `path` (created if missing).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Config {
+            path: Some(path.into()),
+            ..Config::temporary()
+        }
+    }
+
+    /// A store that lives in a temporary directory removed when it closes.
+    /// Nothing is synced to disk, whatever the durability mode says.
+    pub fn temporary() -> Self {
+        Config {
+            path: None,
+            durability: Durability::Durable,
+            flush_interval: Duration::from_millis(500),
+            clock: Arc::new(SystemClock),
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+
+    /// Sets the durability mode (default [`Durability::Durable`]).
+    pub fn durability(mut self, mode: Durability) -> Self {
+        self.durability = mode;
+        self
+    }
+
+    /// How often relaxed mode flushes in the background (default 500 ms,
+    /// rounded to whole milliseconds, at least 1).
+    pub fn flush_interval(mut self, every: Duration) -> Self {
+        self.flush_interval = every;
+        self
+    }
+
+    /// The clock timestamps and expiry are read from (default: system time).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The size of sled's page cache in bytes (default 256 MiB).
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+}

@@ -1,0 +1,174 @@
+//! The only file that knows sled tree names, the byte layout of keys, and the
+//! record envelope: one format-version byte, then the bincode 2 encoding of
+//! the record type. Changing any stored type's fields means a new version here.
+
+use bincode::config::{Configuration, standard};
+
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+
+/// The format version written in front of every record.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+
+const BINCODE: Configuration = standard();
+
+/// The largest encoded record the store accepts: twice the HTTP body limit,
+/// and small enough that sled keeps a lone record inline in its log (see
+/// `SEGMENT_SIZE`) rather than in a blob file.
+pub(crate) const MAX_RECORD_BYTES: usize = 512 * 1024;
+
+/// sled's segment size (a power of two): a quarter of it, minus a header, is
+/// the largest value sled keeps inline in its log.
+pub(crate) const SEGMENT_SIZE: usize = 4 * 1024 * 1024;
+const _: () = assert!(SEGMENT_SIZE / 4 > MAX_RECORD_BYTES + 4096);
+
+/// The name of sled's log file inside the data directory: the file the
+/// durable mode fdatasyncs.
+pub(crate) const SLED_LOG_FILE: &str = "db";
+
+/// Where sled 0.34.7 keeps values and nodes too large for its log.
+pub(crate) const SLED_BLOBS_DIR: &str = "blobs";
+
+/// The trees of the store.
+#[derive(Debug, Clone)]
+pub(crate) struct Trees {
+    /// environment id (12 bytes) ++ subscriberId (UTF-8) -> `Subscriber`
+    pub subscribers: sled::Tree,
+    /// organization id -> `Organization`
+    pub organizations: sled::Tree,
+    /// environment id -> `Environment`
+    pub environments: sled::Tree,
+    /// SHA-256 of the secret (32 bytes) -> `ApiKeyInfo`
+    pub api_keys: sled::Tree,
+}
+
+impl Trees {
+    pub(crate) fn open(db: &sled::Db) -> Result<Trees> {
+        Ok(Trees {
+            subscribers: db.open_tree("subscribers")?,
+            organizations: db.open_tree("organizations")?,
+            environments: db.open_tree("environments")?,
+            api_keys: db.open_tree("api_keys")?,
+        })
+    }
+}
+
+/// Key of a subscriber in `subscribers`.
+pub(crate) fn subscriber_key(environment: ObjectId, subscriber_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(12 + subscriber_id.len());
+    key.extend_from_slice(environment.as_bytes());
+    key.extend_from_slice(subscriber_id.as_bytes());
+    key
+}
+
+/// Encodes a record with its envelope.
+pub(crate) fn encode<T: bincode::Encode>(record: &T) -> Result<Vec<u8>> {
+    let mut out = vec![FORMAT_VERSION];
+    bincode::encode_into_std_write(record, &mut out, BINCODE)
+        .map_err(|e| Error::Storage(format!("cannot encode record: {e}")))?;
+    if out.len() > MAX_RECORD_BYTES {
+        return Err(Error::invalid(
+            "body",
+            format!(
+                "the document would take {} bytes; the limit is {MAX_RECORD_BYTES}",
+                out.len()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Decodes a record written by [`encode`]; never panics on any input.
+pub(crate) fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T> {
+    let (&version, body) = bytes
+        .split_first()
+        .ok_or_else(|| Error::Corrupt("empty record".into()))?;
+    if version != FORMAT_VERSION {
+        return Err(Error::Corrupt(format!(
+            "record format version {version} is not supported (this build reads {FORMAT_VERSION})"
+        )));
+    }
+    let (record, used) = bincode::decode_from_slice(body, BINCODE)
+        .map_err(|e| Error::Corrupt(format!("cannot decode record: {e}")))?;
+    if used != body.len() {
+        return Err(Error::Corrupt(format!(
+            "record has {} trailing bytes",
+            body.len() - used
+        )));
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::subscriber::{Data, Subscriber, Version};
+
+    fn sample() -> Subscriber {
+        Subscriber {
+            id: ObjectId::from_bytes([1; 12]),
+            subscriber_id: "u1".into(),
+            first_name: Some("Ada".into()),
+            last_name: None,
+            email: Some(None),
+            phone: None,
+            avatar: None,
+            locale: None,
+            channels: vec![],
+            is_online: Some(false),
+            last_online_at: Some(Timestamp::from_millis(5)),
+            organization_id: ObjectId::from_bytes([2; 12]),
+            environment_id: ObjectId::from_bytes([3; 12]),
+            created_at: Timestamp::from_millis(1),
+            updated_at: Timestamp::from_millis(5),
+            version: Version(7),
+            data: Some(Data::parse("{\"k\":1}").expect("json")),
+            timezone: None,
+        }
+    }
+
+    /// Pins format version 1: if this fails, the record layout changed and
+    /// needs a new FORMAT_VERSION with a reader for the old one.
+    #[test]
+    fn format_version_1_is_stable() {
+        let bytes = encode(&sample()).expect("encodes");
+        let expected: Vec<u8> = [
+            &[1u8][..],
+            &[1; 12],
+            &[2, b'u', b'1'],
+            &[1, 3, b'A', b'd', b'a'],
+            &[0],
+            &[1, 0],
+            &[0, 0, 0],
+            &[0],
+            &[1, 0],
+            &[1, 5],
+            &[2; 12],
+            &[3; 12],
+            &[1, 5, 7],
+            &[1, 7, b'{', b'"', b'k', b'"', b':', b'1', b'}'],
+            &[0],
+        ]
+        .concat();
+        assert_eq!(bytes, expected);
+        assert_eq!(decode::<Subscriber>(&bytes).expect("decodes"), sample());
+    }
+
+    #[test]
+    fn unknown_version_and_garbage_are_errors() {
+        let mut bytes = encode(&sample()).expect("encodes");
+        bytes[0] = 9;
+        assert!(
+            matches!(decode::<Subscriber>(&bytes), Err(Error::Corrupt(m)) if m.contains("version 9"))
+        );
+        assert!(decode::<Subscriber>(&[]).is_err());
+        let good = encode(&sample()).expect("encodes");
+        for cut in 0..good.len() {
+            assert!(decode::<Subscriber>(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert!(decode::<Subscriber>(&long).is_err());
+    }
+}

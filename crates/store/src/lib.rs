@@ -1,0 +1,61 @@
+//! An embeddable store of Novu-compatible subscriber documents and their
+//! presence, on sled. No network layer, no async runtime.
+//!
+//! A [`Store`] holds organizations, environments and API keys ([`Tenant`]
+//! scopes every subscriber operation), and subscriber documents whose
+//! version (`__v`) rises by one on every committed change. In the default
+//! [`Durability::Durable`] mode a write returns only once it is on disk.
+//!
+//! ```
+//! use subscriber_store::{Config, Store, SubscriberInput, Version};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(Config::new(dir.path()))?;
+//! let org = store.create_organization("Acme")?;
+//! let env = store.create_environment(org.id, "Development")?;
+//! let key = store.issue_key(env.id)?; // key.secret is shown only here
+//!
+//! let tenant = store.resolve_key(&key.secret)?;
+//! let mut input = SubscriberInput::new("user-42");
+//! input.first_name = Some("Ada".into());
+//! let created = store.upsert(&tenant, input, None)?;
+//! assert_eq!(created.version, Version(0));
+//!
+//! let online = store.set_online(&tenant, "user-42", true, Some(Version(0)))?;
+//! assert_eq!(online.is_online, Some(true));
+//! assert_eq!(online.version, Version(1));
+//!
+//! // A stale expected version changes nothing.
+//! let stale = store.set_online(&tenant, "user-42", false, Some(Version(0)));
+//! assert!(matches!(stale, Err(subscriber_store::Error::VersionConflict { .. })));
+//! assert_eq!(store.get(&tenant, "user-42")?.version, Version(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod clock;
+mod config;
+mod durability;
+mod error;
+mod id;
+mod layout;
+mod presence;
+mod store;
+mod subscriber;
+mod tenancy;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use config::{Config, Durability};
+pub use error::{Entity, Error, Result};
+pub use id::ObjectId;
+pub use store::{Command, Store};
+pub use subscriber::{
+    Channel, ChannelSettings, Credentials, Data, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS, Subscriber,
+    SubscriberInput, Version, validate_subscriber_id,
+};
+pub use tenancy::{ApiKeyInfo, Environment, IssuedKey, Organization, Tenant};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

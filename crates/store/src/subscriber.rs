@@ -1,0 +1,354 @@
+//! The subscriber document (SPEC section 3), what a create/upsert may set, and
+//! the rules that validate and merge it. Storage layout and locking live elsewhere.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use crate::tenancy::Tenant;
+
+/// A document's version, Novu's `__v`: 0 at creation, +1 on every committed change.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, bincode::Encode, bincode::Decode,
+)]
+pub struct Version(pub u64);
+
+impl Version {
+    pub(crate) fn next(self) -> Version {
+        Version(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The longest subscriber id, in bytes of UTF-8.
+pub const MAX_SUBSCRIBER_ID_BYTES: usize = 255;
+
+/// The provider ids a channel may name (from Novu's API).
+pub const PROVIDER_IDS: &[&str] = &[
+    "slack",
+    "discord",
+    "msteams",
+    "mattermost",
+    "ryver",
+    "zulip",
+    "grafana-on-call",
+    "getstream",
+    "rocket-chat",
+    "whatsapp-business",
+    "fcm",
+    "apns",
+    "expo",
+    "one-signal",
+    "pushpad",
+    "push-webhook",
+    "pusher-beams",
+];
+
+/// Checks a subscriber id: 1 to 255 bytes, not blank, no control characters.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming `subscriberId`.
+pub fn validate_subscriber_id(id: &str) -> Result<()> {
+    let field = "subscriberId";
+    if id.trim().is_empty() {
+        return Err(Error::invalid(field, "subscriberId must not be empty"));
+    }
+    if id.len() > MAX_SUBSCRIBER_ID_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!("subscriberId must be at most {MAX_SUBSCRIBER_ID_BYTES} bytes"),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            "subscriberId must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Free-form JSON kept with a subscriber: an object or `null`.
+///
+/// Held as compact JSON text; [`Data::to_value`] gives back a value equal to
+/// the one stored.
+#[derive(Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Data(String);
+
+impl Data {
+    /// Wraps a JSON value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `data` when the value is neither an object nor null.
+    pub fn from_value(value: &serde_json::Value) -> Result<Data> {
+        if !(value.is_object() || value.is_null()) {
+            return Err(Error::invalid("data", "data must be an object or null"));
+        }
+        serde_json::to_string(value)
+            .map(Data)
+            .map_err(|e| Error::invalid("data", e.to_string()))
+    }
+
+    /// Parses JSON text.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `data` when the text is not JSON, or is
+    /// JSON other than an object or null.
+    pub fn parse(text: &str) -> Result<Data> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::invalid("data", e.to_string()))?;
+        Data::from_value(&value)
+    }
+
+    /// The JSON text (compact).
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+
+    /// The JSON value.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the stored text is no longer valid JSON.
+    pub fn to_value(&self) -> Result<serde_json::Value> {
+        serde_json::from_str(&self.0).map_err(|e| Error::Corrupt(format!("data is not JSON: {e}")))
+    }
+}
+
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Data({})", self.0)
+    }
+}
+
+/// Credentials of a channel (Novu's `ChannelCredentials`); every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+#[allow(missing_docs)] // each field is the Novu field of the same name
+pub struct Credentials {
+    pub webhook_url: Option<String>,
+    pub channel: Option<String>,
+    pub device_tokens: Option<Vec<String>>,
+    pub alert_uid: Option<String>,
+    pub title: Option<String>,
+    pub image_url: Option<String>,
+    pub state: Option<String>,
+    pub external_url: Option<String>,
+}
+
+/// A channel as a create/upsert gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSettings {
+    /// One of [`PROVIDER_IDS`].
+    pub provider_id: String,
+    /// Which integration of that provider, when there are several.
+    pub integration_identifier: Option<String>,
+    /// Provider credentials.
+    pub credentials: Credentials,
+}
+
+/// A channel as stored: its settings plus the integration it resolves to.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Channel {
+    /// One of [`PROVIDER_IDS`].
+    pub provider_id: String,
+    /// Which integration of that provider, when there are several.
+    pub integration_identifier: Option<String>,
+    /// Provider credentials.
+    pub credentials: Credentials,
+    /// Novu's `_integrationId`: derived from the environment, provider and
+    /// integration identifier, so it is stable across upserts.
+    pub integration_id: ObjectId,
+}
+
+/// The subscriber document. Field names are Novu's in snake case.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+#[allow(missing_docs)] // each field is the Novu field of the same name (SPEC section 3)
+pub struct Subscriber {
+    /// Novu's `_id`.
+    pub id: ObjectId,
+    pub subscriber_id: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// `None`: never set; `Some(None)`: set to null.
+    pub email: Option<Option<String>>,
+    pub phone: Option<String>,
+    pub avatar: Option<String>,
+    pub locale: Option<String>,
+    pub channels: Vec<Channel>,
+    /// `None` until the first presence write.
+    pub is_online: Option<bool>,
+    pub last_online_at: Option<Timestamp>,
+    pub organization_id: ObjectId,
+    pub environment_id: ObjectId,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Novu's `__v`.
+    pub version: Version,
+    pub data: Option<Data>,
+    pub timezone: Option<String>,
+}
+
+/// What a create/upsert sets: the id, and every other field only if `Some`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(missing_docs)] // each field is the Novu field of the same name
+pub struct SubscriberInput {
+    pub subscriber_id: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// `Some(None)` sets the email to null.
+    pub email: Option<Option<String>>,
+    pub phone: Option<String>,
+    pub avatar: Option<String>,
+    pub locale: Option<String>,
+    pub channels: Option<Vec<ChannelSettings>>,
+    pub data: Option<Data>,
+    pub timezone: Option<String>,
+}
+
+impl SubscriberInput {
+    /// An input that names only the subscriber.
+    pub fn new(subscriber_id: impl Into<String>) -> Self {
+        SubscriberInput {
+            subscriber_id: subscriber_id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Checks what the store can check: the id and channel provider ids.
+    pub(crate) fn validate(&self) -> Result<()> {
+        validate_subscriber_id(&self.subscriber_id)?;
+        for (i, channel) in self.channels.iter().flatten().enumerate() {
+            if !PROVIDER_IDS.contains(&channel.provider_id.as_str()) {
+                return Err(Error::invalid(
+                    format!("channels.{i}.providerId"),
+                    format!(
+                        "providerId must be one of the following values: {}",
+                        PROVIDER_IDS.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The document after this upsert: a new one at version 0 if `current` is
+    /// `None`, else `current` with the given fields replaced and version + 1.
+    pub(crate) fn apply(
+        self,
+        current: Option<Subscriber>,
+        tenant: &Tenant,
+        now: Timestamp,
+        fresh_id: ObjectId,
+    ) -> Subscriber {
+        let mut doc = match current {
+            Some(mut doc) => {
+                doc.version = doc.version.next();
+                doc.updated_at = now;
+                doc
+            }
+            None => Subscriber {
+                id: fresh_id,
+                subscriber_id: self.subscriber_id.clone(),
+                first_name: None,
+                last_name: None,
+                email: None,
+                phone: None,
+                avatar: None,
+                locale: None,
+                channels: Vec::new(),
+                is_online: None,
+                last_online_at: None,
+                organization_id: tenant.organization_id(),
+                environment_id: tenant.environment_id(),
+                created_at: now,
+                updated_at: now,
+                version: Version(0),
+                data: None,
+                timezone: None,
+            },
+        };
+        let env = tenant.environment_id();
+        set(&mut doc.first_name, self.first_name);
+        set(&mut doc.last_name, self.last_name);
+        set(&mut doc.email, self.email);
+        set(&mut doc.phone, self.phone);
+        set(&mut doc.avatar, self.avatar);
+        set(&mut doc.locale, self.locale);
+        set(&mut doc.data, self.data);
+        set(&mut doc.timezone, self.timezone);
+        if let Some(channels) = self.channels {
+            doc.channels = channels
+                .into_iter()
+                .map(|c| Channel {
+                    integration_id: integration_id(env, &c),
+                    provider_id: c.provider_id,
+                    integration_identifier: c.integration_identifier,
+                    credentials: c.credentials,
+                })
+                .collect();
+        }
+        doc
+    }
+}
+
+fn set<T>(field: &mut Option<T>, given: Option<T>) {
+    if given.is_some() {
+        *field = given;
+    }
+}
+
+fn integration_id(env: ObjectId, channel: &ChannelSettings) -> ObjectId {
+    let mut h = Sha256::new();
+    h.update(env.as_bytes());
+    h.update(channel.provider_id.as_bytes());
+    h.update([0]);
+    if let Some(ident) = &channel.integration_identifier {
+        h.update(ident.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut bytes = [0u8; 12];
+    bytes.copy_from_slice(&digest[..12]);
+    ObjectId::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriber_id_limits() {
+        assert!(validate_subscriber_id("a").is_ok());
+        assert!(validate_subscriber_id(&"é".repeat(127)).is_ok()); // 254 bytes
+        assert!(validate_subscriber_id(&"x".repeat(255)).is_ok());
+        for bad in ["", "   ", "a\u{0}b", "tab\there", "nl\n"] {
+            assert!(validate_subscriber_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_subscriber_id(&"x".repeat(256)).is_err());
+        assert!(validate_subscriber_id(&"é".repeat(128)).is_err()); // 256 bytes
+    }
+
+    #[test]
+    fn data_must_be_object_or_null() {
+        assert!(Data::parse("{\"a\":[1,2.5,\"x\"]}").is_ok());
+        assert!(Data::parse("null").is_ok());
+        for bad in ["[]", "1", "\"s\"", "true", "{", ""] {
+            assert!(Data::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn data_round_trips_as_equal_value() {
+        let value = serde_json::json!({"z": 1, "a": {"nested": [1.5, null, "ü"]}, "big": 12345678901234u64});
+        let data = Data::from_value(&value).expect("object");
+        assert_eq!(data.to_value().expect("json"), value);
+        // key order is kept
+        assert!(data.as_json().starts_with("{\"z\":1"));
+    }
+}

@@ -1,0 +1,300 @@
+//! Organizations, environments and API keys. A key is stored only as the
+//! SHA-256 digest of its secret; resolving one yields the [`Tenant`] that
+//! scopes every subscriber operation.
+
+use sha2::{Digest, Sha256};
+
+use crate::clock::Timestamp;
+use crate::error::{Entity, Error, Result};
+use crate::id::{ObjectId, fill_random, hex};
+use crate::layout;
+use crate::store::Store;
+
+/// The scope of subscriber operations: one environment of one organization.
+///
+/// Obtained only from the store ([`Store::tenant`], [`Store::resolve_key`]),
+/// so holding one means the environment exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tenant {
+    organization: ObjectId,
+    environment: ObjectId,
+}
+
+impl Tenant {
+    /// The organization's id (`_organizationId`).
+    pub fn organization_id(&self) -> ObjectId {
+        self.organization
+    }
+
+    /// The environment's id (`_environmentId`).
+    pub fn environment_id(&self) -> ObjectId {
+        self.environment
+    }
+}
+
+/// An organization.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Organization {
+    /// Its id.
+    pub id: ObjectId,
+    /// Its name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// An environment of an organization (Novu's Development, Production...).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Environment {
+    /// Its id.
+    pub id: ObjectId,
+    /// The organization it belongs to.
+    pub organization_id: ObjectId,
+    /// Its name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+impl Environment {
+    /// The tenant this environment scopes.
+    pub fn tenant(&self) -> Tenant {
+        Tenant {
+            organization: self.organization_id,
+            environment: self.id,
+        }
+    }
+}
+
+/// What is kept of an API key: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct ApiKeyInfo {
+    /// The key's id, used to revoke it.
+    pub id: ObjectId,
+    /// The organization of its environment.
+    pub organization_id: ObjectId,
+    /// The environment it grants access to.
+    pub environment_id: ObjectId,
+    /// The last four characters of the secret, to tell keys apart.
+    pub hint: String,
+    /// When it was issued.
+    pub created_at: Timestamp,
+}
+
+/// A freshly issued key: the only time its secret is available.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedKey {
+    /// The secret to send as `Authorization: ApiKey <secret>`.
+    pub secret: String,
+    /// What the store keeps of it.
+    pub info: ApiKeyInfo,
+}
+
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("secret", &"<redacted>")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+fn validate_name(field: &str, name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            format!("{field} must be 1 to 255 bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+impl Store {
+    /// Creates an organization.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a blank or over-long name; [`Error::Storage`].
+    pub fn create_organization(&self, name: &str) -> Result<Organization> {
+        validate_name("name", name)?;
+        let now = self.now();
+        let org = Organization {
+            id: ObjectId::generate(now)?,
+            name: name.to_owned(),
+            created_at: now,
+        };
+        let trees = self.trees();
+        trees
+            .organizations
+            .insert(org.id.as_bytes(), layout::encode(&org)?)?;
+        self.barrier().wait_committed()?;
+        Ok(org)
+    }
+
+    /// Creates an environment in an existing organization.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the organization does not exist;
+    /// [`Error::InvalidInput`]; [`Error::Storage`].
+    pub fn create_environment(&self, organization: ObjectId, name: &str) -> Result<Environment> {
+        validate_name("name", name)?;
+        let trees = self.trees();
+        if !trees.organizations.contains_key(organization.as_bytes())? {
+            return Err(Error::NotFound(Entity::Organization));
+        }
+        let now = self.now();
+        let env = Environment {
+            id: ObjectId::generate(now)?,
+            organization_id: organization,
+            name: name.to_owned(),
+            created_at: now,
+        };
+        trees
+            .environments
+            .insert(env.id.as_bytes(), layout::encode(&env)?)?;
+        self.barrier().wait_committed()?;
+        Ok(env)
+    }
+
+    /// Every environment, in id order.
+    ///
+    /// # Errors
+    /// [`Error::Storage`], [`Error::Corrupt`].
+    pub fn environments(&self) -> Result<Vec<Environment>> {
+        self.trees()
+            .environments
+            .iter()
+            .values()
+            .map(|v| layout::decode(&v?))
+            .collect()
+    }
+
+    /// Every organization, in id order.
+    ///
+    /// # Errors
+    /// [`Error::Storage`], [`Error::Corrupt`].
+    pub fn organizations(&self) -> Result<Vec<Organization>> {
+        self.trees()
+            .organizations
+            .iter()
+            .values()
+            .map(|v| layout::decode(&v?))
+            .collect()
+    }
+
+    /// The environment with this id.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Storage`], [`Error::Corrupt`].
+    pub fn environment(&self, id: ObjectId) -> Result<Environment> {
+        match self.trees().environments.get(id.as_bytes())? {
+            Some(bytes) => layout::decode(&bytes),
+            None => Err(Error::NotFound(Entity::Environment)),
+        }
+    }
+
+    /// The tenant of an environment, for embedding without API keys.
+    ///
+    /// # Errors
+    /// As [`Store::environment`].
+    pub fn tenant(&self, environment: ObjectId) -> Result<Tenant> {
+        self.environment(environment).map(|env| env.tenant())
+    }
+
+    /// Issues a new API key for an environment. The secret is in the answer
+    /// and nowhere else: the store keeps its SHA-256 digest.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the environment does not exist; [`Error::Storage`].
+    pub fn issue_key(&self, environment: ObjectId) -> Result<IssuedKey> {
+        let env = self.environment(environment)?;
+        let mut raw = [0u8; 32];
+        fill_random(&mut raw)?;
+        let secret = hex(&raw);
+        let now = self.now();
+        let info = ApiKeyInfo {
+            id: ObjectId::generate(now)?,
+            organization_id: env.organization_id,
+            environment_id: env.id,
+            hint: secret[secret.len() - 4..].to_owned(),
+            created_at: now,
+        };
+        self.trees()
+            .api_keys
+            .insert(digest(&secret), layout::encode(&info)?)?;
+        self.barrier().wait_committed()?;
+        Ok(IssuedKey { secret, info })
+    }
+
+    /// The tenant a secret grants access to.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] (`ApiKey`) for an unknown or revoked key;
+    /// [`Error::Storage`], [`Error::Corrupt`].
+    pub fn resolve_key(&self, secret: &str) -> Result<Tenant> {
+        match self.trees().api_keys.get(digest(secret))? {
+            Some(bytes) => {
+                let info: ApiKeyInfo = layout::decode(&bytes)?;
+                Ok(Tenant {
+                    organization: info.organization_id,
+                    environment: info.environment_id,
+                })
+            }
+            None => Err(Error::NotFound(Entity::ApiKey)),
+        }
+    }
+
+    /// Every key (without secrets), of one environment or of all.
+    ///
+    /// # Errors
+    /// [`Error::Storage`], [`Error::Corrupt`].
+    pub fn keys(&self, environment: Option<ObjectId>) -> Result<Vec<ApiKeyInfo>> {
+        let mut keys = Vec::new();
+        for value in self.trees().api_keys.iter().values() {
+            let info: ApiKeyInfo = layout::decode(&value?)?;
+            if environment.is_none_or(|env| env == info.environment_id) {
+                keys.push(info);
+            }
+        }
+        keys.sort_by_key(|k| (k.created_at, k.id));
+        Ok(keys)
+    }
+
+    /// Revokes a key by id; it stops resolving at once.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] (`ApiKey`) if no key has this id; [`Error::Storage`].
+    pub fn revoke_key(&self, id: ObjectId) -> Result<()> {
+        let api_keys = &self.trees().api_keys;
+        for entry in api_keys.iter() {
+            let (digest, value) = entry?;
+            let info: ApiKeyInfo = layout::decode(&value)?;
+            if info.id == id {
+                api_keys.remove(digest)?;
+                self.barrier().wait_committed()?;
+                return Ok(());
+            }
+        }
+        Err(Error::NotFound(Entity::ApiKey))
+    }
+
+    /// Ensures the data directory has at least one environment: on an empty
+    /// store, creates an organization, a `Development` environment and one
+    /// key, and returns that key (the only time its secret is shown).
+    /// Returns `None` when an environment already exists.
+    ///
+    /// # Errors
+    /// [`Error::Storage`], [`Error::Corrupt`].
+    pub fn bootstrap(&self) -> Result<Option<IssuedKey>> {
+        let _once = self.bootstrap_lock();
+        if !self.environments()?.is_empty() {
+            return Ok(None);
+        }
+        let org = self.create_organization("Default Organization")?;
+        let env = self.create_environment(org.id, "Development")?;
+        self.issue_key(env.id).map(Some)
+    }
+}

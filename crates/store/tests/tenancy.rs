@@ -1,0 +1,124 @@
+//! Tenancy: environments isolate subscribers; keys are issued, resolved,
+//! listed without secrets and revoked.
+
+mod common;
+
+use common::Fixture;
+use subscriber_store::{Entity, Error, ObjectId, SubscriberInput};
+
+#[test]
+fn environment_a_never_sees_environment_b() {
+    let f = Fixture::new();
+    let org = f.store.create_organization("Other").expect("org");
+    let b = f
+        .store
+        .create_environment(org.id, "Production")
+        .expect("env")
+        .tenant();
+    let a = f.tenant;
+    f.store
+        .upsert(&a, SubscriberInput::new("shared-id"), None)
+        .expect("create in A");
+    let missing = Err(Error::NotFound(Entity::Subscriber));
+    assert_eq!(f.store.get(&b, "shared-id"), missing);
+    assert_eq!(f.store.set_online(&b, "shared-id", true, None), missing);
+    assert_eq!(f.store.delete(&b, "shared-id", None), missing);
+
+    // The same id in B is a separate document.
+    let in_b = f
+        .store
+        .upsert(&b, SubscriberInput::new("shared-id"), None)
+        .expect("create in B");
+    assert_eq!(in_b.environment_id, b.environment_id());
+    f.store
+        .set_online(&b, "shared-id", true, None)
+        .expect("B online");
+    let in_a = f.store.get(&a, "shared-id").expect("A unchanged");
+    assert_eq!(in_a.is_online, None);
+    assert_eq!(in_a.environment_id, a.environment_id());
+}
+
+#[test]
+fn issued_key_resolves_to_its_environment() {
+    let f = Fixture::new();
+    let key = f.store.issue_key(f.tenant.environment_id()).expect("issue");
+    assert_eq!(key.secret.len(), 64);
+    assert!(key.secret.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(f.store.resolve_key(&key.secret).expect("resolve"), f.tenant);
+    assert_eq!(key.info.hint, key.secret[60..]);
+    assert!(!format!("{key:?}").contains(&key.secret));
+}
+
+#[test]
+fn unknown_key_is_not_found() {
+    let f = Fixture::new();
+    for secret in ["", "nope", &"0".repeat(64)] {
+        assert_eq!(
+            f.store.resolve_key(secret),
+            Err(Error::NotFound(Entity::ApiKey))
+        );
+    }
+}
+
+#[test]
+fn keys_are_listed_without_secrets_and_revoked_at_once() {
+    let f = Fixture::new();
+    let env = f.tenant.environment_id();
+    let k1 = f.store.issue_key(env).expect("k1");
+    let k2 = f.store.issue_key(env).expect("k2");
+    let listed = f.store.keys(Some(env)).expect("list");
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&k1.info) && listed.contains(&k2.info));
+    let dump = format!("{listed:?}");
+    assert!(!dump.contains(&k1.secret) && !dump.contains(&k2.secret));
+
+    f.store.revoke_key(k1.info.id).expect("revoke");
+    assert_eq!(
+        f.store.resolve_key(&k1.secret),
+        Err(Error::NotFound(Entity::ApiKey))
+    );
+    assert_eq!(f.store.resolve_key(&k2.secret).expect("k2 works"), f.tenant);
+    assert_eq!(f.store.keys(None).expect("list"), vec![k2.info.clone()]);
+    assert_eq!(
+        f.store.revoke_key(k1.info.id),
+        Err(Error::NotFound(Entity::ApiKey))
+    );
+}
+
+#[test]
+fn keys_of_unknown_environment_cannot_be_issued() {
+    let f = Fixture::new();
+    let ghost: ObjectId = "0123456789abcdef01234567".parse().expect("hex");
+    assert_eq!(
+        f.store.issue_key(ghost),
+        Err(Error::NotFound(Entity::Environment))
+    );
+    assert_eq!(
+        f.store.create_environment(ghost, "x"),
+        Err(Error::NotFound(Entity::Organization))
+    );
+    assert_eq!(
+        f.store.tenant(ghost),
+        Err(Error::NotFound(Entity::Environment))
+    );
+}
+
+#[test]
+fn bootstrap_creates_development_environment_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store =
+        subscriber_store::Store::open(subscriber_store::Config::new(dir.path())).expect("open");
+    let key = store
+        .bootstrap()
+        .expect("bootstrap")
+        .expect("first run issues a key");
+    let envs = store.environments().expect("envs");
+    assert_eq!(envs.len(), 1);
+    assert_eq!(envs[0].name, "Development");
+    assert_eq!(
+        store.resolve_key(&key.secret).expect("works"),
+        envs[0].tenant()
+    );
+    assert_eq!(store.bootstrap().expect("again"), None);
+    assert_eq!(store.environments().expect("envs").len(), 1);
+}
