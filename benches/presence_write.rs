@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use subscriber_store::{Config, Durability, Store, SubscriberInput, Tenant};
+use subscriber_store::{
+    Command, Config, Durability, Idempotency, IdempotencyKey, Store, SubscriberInput, Tenant,
+};
 
 const SUBSCRIBERS: usize = 10_000;
 
@@ -28,7 +30,7 @@ fn setup(mode: Durability) -> (tempfile::TempDir, Store, Tenant) {
     (dir, store, tenant)
 }
 
-fn run(store: &Store, tenant: Tenant, threads: usize, per_thread: usize) -> Duration {
+fn run(store: &Store, tenant: Tenant, threads: usize, per_thread: usize, keyed: bool) -> Duration {
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -40,9 +42,20 @@ fn run(store: &Store, tenant: Tenant, threads: usize, per_thread: usize) -> Dura
                     x ^= x >> 7;
                     x ^= x << 17;
                     let id = format!("sub-{}", x % SUBSCRIBERS as u64);
-                    store
-                        .set_online(&tenant, &id, n % 2 == 0, None)
-                        .expect("presence write");
+                    if keyed {
+                        let key = IdempotencyKey::new(format!("{t}-{n}")).expect("key");
+                        let command = Command::SetOnline {
+                            subscriber_id: id,
+                            online: n % 2 == 0,
+                        };
+                        store
+                            .execute_once(&tenant, command, None, &Idempotency::new(key))
+                            .expect("keyed presence write");
+                    } else {
+                        store
+                            .set_online(&tenant, &id, n % 2 == 0, None)
+                            .expect("presence write");
+                    }
                 }
             })
         })
@@ -54,12 +67,12 @@ fn run(store: &Store, tenant: Tenant, threads: usize, per_thread: usize) -> Dura
 }
 
 fn main() {
-    println!("mode     threads  writes  writes/s  writes/flush");
+    println!("mode     key threads  writes  writes/s  writes/flush");
     for (mode, name, total) in [
         (Durability::Relaxed, "relaxed", 200_000),
         (Durability::Durable, "durable", 4_000),
     ] {
-        for threads in [1, 8, 64] {
+        for (threads, keyed) in [1, 8, 64].into_iter().flat_map(|t| [(t, false), (t, true)]) {
             let total = if mode == Durability::Durable && threads == 1 {
                 500
             } else {
@@ -68,7 +81,7 @@ fn main() {
             let (_dir, store, tenant) = setup(mode);
             let per_thread = total / threads;
             let rounds_before = store.flush_rounds();
-            let elapsed = run(&store, tenant, threads, per_thread);
+            let elapsed = run(&store, tenant, threads, per_thread, keyed);
             let writes = per_thread * threads;
             let rounds = store.flush_rounds() - rounds_before;
             let per_flush = if rounds == 0 {
@@ -77,7 +90,8 @@ fn main() {
                 format!("{:.1}", writes as f64 / rounds as f64)
             };
             println!(
-                "{name:8} {threads:7} {writes:7} {:9.0} {per_flush:>13}",
+                "{name:8} {:3} {threads:7} {writes:7} {:9.0} {per_flush:>13}",
+                if keyed { "yes" } else { "no" },
                 writes as f64 / elapsed.as_secs_f64()
             );
             drop(store);

@@ -27,6 +27,7 @@ pub struct Config {
     pub(crate) flush_interval: Duration,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) cache_bytes: u64,
+    pub(crate) idempotency_ttl: Duration,
 }
 
 impl Config {
@@ -47,6 +48,7 @@ impl Config {
             flush_interval: Duration::from_millis(500),
             clock: Arc::new(SystemClock),
             cache_bytes: 256 * 1024 * 1024,
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
 
@@ -66,6 +68,13 @@ impl Config {
     /// The clock timestamps and expiry are read from (default: system time).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// How long an idempotency record is kept (default 24 hours, measured
+    /// with the store's clock). An expired record is as if absent.
+    pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.idempotency_ttl = ttl;
         self
     }
 

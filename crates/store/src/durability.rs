@@ -150,6 +150,18 @@ impl WriteBarrier {
         }
     }
 
+    /// Returns once everything committed before the call is durable: a
+    /// replay must not report a write that is still waiting for its flush.
+    pub(crate) fn wait_all(&self) -> Result<()> {
+        match self {
+            WriteBarrier::Immediate => Ok(()),
+            WriteBarrier::GroupCommit { shared, .. } => {
+                let seq = shared.committed.load(Ordering::SeqCst);
+                wait_for(shared, seq)
+            }
+        }
+    }
+
     /// Completed flush rounds (0 when not in group-commit mode).
     pub(crate) fn rounds(&self) -> u64 {
         match self {

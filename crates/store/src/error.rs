@@ -1,6 +1,7 @@
 //! The store's one error type. Each variant is something a caller can act on;
 //! sled's own error type never crosses this boundary.
 
+use crate::idempotency::KeyProblem;
 use crate::subscriber::Version;
 
 /// What a store operation can fail with.
@@ -36,6 +37,15 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+
+    /// An idempotency key is malformed. Nothing was recorded or changed.
+    #[error("invalid idempotency key: {0}")]
+    InvalidIdempotencyKey(KeyProblem),
+
+    /// The idempotency key was already used for another request (other
+    /// subscriber, body or operation). Nothing was changed.
+    #[error("idempotency key reused for a different request")]
+    IdempotencyKeyReused,
 
     /// A stored record could not be decoded: corrupt bytes or a record
     /// written by an unknown format version.

@@ -4,6 +4,7 @@
 
 use bincode::config::{Configuration, standard};
 
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
 
@@ -40,6 +41,11 @@ pub(crate) struct Trees {
     pub environments: sled::Tree,
     /// SHA-256 of the secret (32 bytes) -> `ApiKeyInfo`
     pub api_keys: sled::Tree,
+    /// environment id (12 bytes) ++ idempotency key (ASCII) -> `IdempotencyRecord`
+    pub idempotency: sled::Tree,
+    /// expiry in ms (8 bytes, big-endian) ++ the `idempotency` key -> empty;
+    /// ordered by expiry so the purge reads only what has expired
+    pub idempotency_expiry: sled::Tree,
 }
 
 impl Trees {
@@ -49,6 +55,8 @@ impl Trees {
             organizations: db.open_tree("organizations")?,
             environments: db.open_tree("environments")?,
             api_keys: db.open_tree("api_keys")?,
+            idempotency: db.open_tree("idempotency")?,
+            idempotency_expiry: db.open_tree("idempotency_expiry")?,
         })
     }
 }
@@ -59,6 +67,28 @@ pub(crate) fn subscriber_key(environment: ObjectId, subscriber_id: &str) -> Vec<
     key.extend_from_slice(environment.as_bytes());
     key.extend_from_slice(subscriber_id.as_bytes());
     key
+}
+
+/// Key of an idempotency record in `idempotency`.
+pub(crate) fn idempotency_key(environment: ObjectId, key: &str) -> Vec<u8> {
+    subscriber_key(environment, key)
+}
+
+/// Key of an entry in `idempotency_expiry`.
+pub(crate) fn expiry_key(expires_at: Timestamp, record_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + record_key.len());
+    key.extend_from_slice(&expires_at.as_millis().to_be_bytes());
+    key.extend_from_slice(record_key);
+    key
+}
+
+/// Splits an `idempotency_expiry` key into its expiry and record key.
+pub(crate) fn split_expiry_key(key: &[u8]) -> Option<(Timestamp, &[u8])> {
+    let (millis, record_key) = key.split_first_chunk::<8>()?;
+    Some((
+        Timestamp::from_millis(u64::from_be_bytes(*millis)),
+        record_key,
+    ))
 }
 
 /// Encodes a record with its envelope.
@@ -102,7 +132,6 @@ pub(crate) fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Timestamp;
     use crate::subscriber::{Data, Subscriber, Version};
 
     fn sample() -> Subscriber {

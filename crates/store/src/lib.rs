@@ -38,6 +38,7 @@ mod config;
 mod durability;
 mod error;
 mod id;
+mod idempotency;
 mod layout;
 mod presence;
 mod store;
@@ -48,6 +49,7 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::{Config, Durability};
 pub use error::{Entity, Error, Result};
 pub use id::ObjectId;
+pub use idempotency::{Executed, Idempotency, IdempotencyKey, KeyProblem, MAX_IDEMPOTENCY_KEY_LEN};
 pub use store::{Command, Store};
 pub use subscriber::{
     Channel, ChannelSettings, Credentials, Data, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS, Subscriber,

@@ -40,12 +40,14 @@ struct Shared {
     data_dir: Option<std::path::PathBuf>,
     clock: Arc<dyn Clock>,
     stripes: Box<[Mutex<()>]>,
+    idempotency_stripes: Box<[Mutex<()>]>,
+    idempotency_ttl: std::time::Duration,
     stripe_hasher: std::collections::hash_map::RandomState,
     bootstrap: Mutex<()>,
 }
 
 /// A write to one subscriber, as [`Store::execute`] takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode)]
 // Built once per write and moved into `execute`: boxing the input would cost
 // an allocation per write for no gain.
 #[allow(clippy::large_enum_variant)]
@@ -92,7 +94,7 @@ impl Command {
 }
 
 /// What a decided command does to the stored document.
-enum Change {
+pub(crate) enum Change {
     Put(Vec<u8>),
     Remove,
 }
@@ -148,6 +150,8 @@ impl Store {
                 data_dir: config.path,
                 clock: config.clock,
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                idempotency_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                idempotency_ttl: config.idempotency_ttl,
                 stripe_hasher: Default::default(),
                 bootstrap: Mutex::new(()),
             }),
@@ -276,13 +280,7 @@ impl Store {
         command: Command,
         expected: Option<Version>,
     ) -> Result<Subscriber> {
-        command.validate()?;
-        let now = self.now();
-        let fresh_id = match &command {
-            Command::Upsert { .. } => ObjectId::generate(now)?,
-            _ => ObjectId::from_bytes([0; 12]),
-        };
-        let key = layout::subscriber_key(tenant.environment_id(), command.subscriber_id());
+        let (key, now, fresh_id) = self.prepare(tenant, &command)?;
         let doc = {
             let _stripe = self.lock_stripe(&key);
             let current = self.read(&key)?;
@@ -298,24 +296,51 @@ impl Store {
         Ok(doc)
     }
 
+    /// Validates a command and computes what its write needs before any
+    /// lock is taken: the document's key, the time, and an id for a create.
+    pub(crate) fn prepare(
+        &self,
+        tenant: &Tenant,
+        command: &Command,
+    ) -> Result<(Vec<u8>, Timestamp, ObjectId)> {
+        command.validate()?;
+        let now = self.now();
+        let fresh_id = match command {
+            Command::Upsert { .. } => ObjectId::generate(now)?,
+            _ => ObjectId::from_bytes([0; 12]),
+        };
+        let key = layout::subscriber_key(tenant.environment_id(), command.subscriber_id());
+        Ok((key, now, fresh_id))
+    }
+
     /// Completed group-commit rounds since open: each is one sled flush plus
     /// one fdatasync. 0 in relaxed mode and for temporary stores.
     pub fn flush_rounds(&self) -> u64 {
         self.shared.barrier.rounds()
     }
 
-    fn read(&self, key: &[u8]) -> Result<Option<Subscriber>> {
+    pub(crate) fn read(&self, key: &[u8]) -> Result<Option<Subscriber>> {
         match self.shared.trees.subscribers.get(key)? {
             Some(bytes) => layout::decode(&bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    fn lock_stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+    /// The lock that serialises writes to the subscriber stored at `key`.
+    pub(crate) fn lock_stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+        self.shared.stripes[self.stripe_index(key)].lock()
+    }
+
+    /// The lock that serialises uses of the idempotency key stored at `key`.
+    /// Always taken before, never while holding, a subscriber stripe.
+    pub(crate) fn lock_idempotency_stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+        self.shared.idempotency_stripes[self.stripe_index(key)].lock()
+    }
+
+    fn stripe_index(&self, key: &[u8]) -> usize {
         let mut h = self.shared.stripe_hasher.build_hasher();
         h.write(key);
-        let index = (h.finish() % STRIPES as u64) as usize;
-        self.shared.stripes[index].lock()
+        (h.finish() % STRIPES as u64) as usize
     }
 
     pub(crate) fn now(&self) -> Timestamp {
@@ -324,6 +349,10 @@ impl Store {
 
     pub(crate) fn trees(&self) -> &Trees {
         &self.shared.trees
+    }
+
+    pub(crate) fn idempotency_ttl(&self) -> std::time::Duration {
+        self.shared.idempotency_ttl
     }
 
     pub(crate) fn barrier(&self) -> &WriteBarrier {
@@ -336,7 +365,7 @@ impl Store {
 }
 
 /// The pure part of a write: what the document becomes and what to store.
-fn decide(
+pub(crate) fn decide(
     command: Command,
     current: Option<Subscriber>,
     expected: Option<Version>,

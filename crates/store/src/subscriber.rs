@@ -143,7 +143,7 @@ pub struct Credentials {
 }
 
 /// A channel as a create/upsert gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode)]
 pub struct ChannelSettings {
     /// One of [`PROVIDER_IDS`].
     pub provider_id: String,
@@ -196,7 +196,7 @@ pub struct Subscriber {
 }
 
 /// What a create/upsert sets: the id, and every other field only if `Some`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, bincode::Encode)]
 #[allow(missing_docs)] // each field is the Novu field of the same name
 pub struct SubscriberInput {
     pub subscriber_id: String,
