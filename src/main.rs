@@ -1,7 +1,26 @@
-//! `subscriberd`: the standalone server. The HTTP facade it will serve is not
-//! built yet (issue 4); until then this binary only says so.
+//! `subscriberd`: parses arguments and runs the server or a key command.
+//! The work is done by `subscriber-store` and `subscriber-http`.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("subscriberd: the HTTP server is not built yet; embed subscriber-store instead");
-    std::process::ExitCode::FAILURE
+mod admin;
+mod cli;
+mod keys;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Keys { command } => keys::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("subscriberd: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,3 +1,35 @@
-//! The HTTP facade over `subscriber-store`: routing, wire types, auth and
-//! error mapping. Not built yet: see issue 4; this crate is a placeholder so
-//! the workspace has its final shape.
+//! The HTTP facade over `subscriber-store`: Novu's subscriber routes on hyper
+//! 1.x. It routes, authenticates, converts wire JSON to store commands, makes
+//! one store call per request and renders the outcome; the rules live in the
+//! store.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use subscriber_http::{ServerConfig, serve};
+//! use subscriber_store::{Config, Store};
+//!
+//! let store = Store::open(Config::new("./subscriberd-data")).expect("open store");
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! serve(listener, store, ServerConfig::default(), async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+
+mod error;
+mod extract;
+mod handlers;
+mod openapi;
+mod router;
+mod server;
+mod wire;
+
+pub use openapi::document as openapi_document;
+pub use server::{ServerConfig, serve};
+
+/// Every `(method, path pattern)` the server routes, as the OpenAPI document
+/// names them.
+pub fn routes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    router::ROUTES.iter().map(|(m, p, _)| (m.as_str(), *p))
+}

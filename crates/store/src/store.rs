@@ -343,7 +343,8 @@ impl Store {
         (h.finish() % STRIPES as u64) as usize
     }
 
-    pub(crate) fn now(&self) -> Timestamp {
+    /// The current time by the store's clock (the one its timestamps use).
+    pub fn now(&self) -> Timestamp {
         self.shared.clock.now()
     }
 

@@ -229,6 +229,58 @@ impl Store {
         Ok(IssuedKey { secret, info })
     }
 
+    /// Registers a secret chosen by the operator (from a flag or environment
+    /// variable) as a key of an environment. Registering the same secret for
+    /// the same environment again returns the existing key.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] unless the secret is 16 to 255 visible ASCII
+    /// characters, or when it is already a key of another environment;
+    /// [`Error::NotFound`] if the environment does not exist; [`Error::Storage`].
+    pub fn add_key(&self, environment: ObjectId, secret: &str) -> Result<ApiKeyInfo> {
+        if !(16..=255).contains(&secret.len()) || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::invalid(
+                "apiKey",
+                "an API key must be 16 to 255 visible ASCII characters",
+            ));
+        }
+        let env = self.environment(environment)?;
+        let api_keys = &self.trees().api_keys;
+        let digest = digest(secret);
+        if let Some(bytes) = api_keys.get(digest)? {
+            let info: ApiKeyInfo = layout::decode(&bytes)?;
+            if info.environment_id != env.id {
+                return Err(Error::invalid(
+                    "apiKey",
+                    "this key already belongs to another environment",
+                ));
+            }
+            return Ok(info);
+        }
+        let now = self.now();
+        let info = ApiKeyInfo {
+            id: ObjectId::generate(now)?,
+            organization_id: env.organization_id,
+            environment_id: env.id,
+            hint: secret[secret.len() - 4..].to_owned(),
+            created_at: now,
+        };
+        api_keys.insert(digest, layout::encode(&info)?)?;
+        self.barrier().wait_committed()?;
+        Ok(info)
+    }
+
+    /// The first environment with this name, in id order.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Storage`], [`Error::Corrupt`].
+    pub fn environment_named(&self, name: &str) -> Result<Environment> {
+        self.environments()?
+            .into_iter()
+            .find(|env| env.name == name)
+            .ok_or(Error::NotFound(Entity::Environment))
+    }
+
     /// The tenant a secret grants access to.
     ///
     /// # Errors
@@ -281,20 +333,23 @@ impl Store {
         Err(Error::NotFound(Entity::ApiKey))
     }
 
-    /// Ensures the data directory has at least one environment: on an empty
-    /// store, creates an organization, a `Development` environment and one
-    /// key, and returns that key (the only time its secret is shown).
-    /// Returns `None` when an environment already exists.
+    /// The environment named `name`, created (with a first organization if
+    /// the store has none) when it does not exist. Returns it and whether it
+    /// was created. Servers call this at start to get their default environment.
     ///
     /// # Errors
-    /// [`Error::Storage`], [`Error::Corrupt`].
-    pub fn bootstrap(&self) -> Result<Option<IssuedKey>> {
+    /// [`Error::InvalidInput`] for a bad name; [`Error::Storage`], [`Error::Corrupt`].
+    pub fn ensure_environment(&self, name: &str) -> Result<(Environment, bool)> {
         let _once = self.bootstrap_lock();
-        if !self.environments()?.is_empty() {
-            return Ok(None);
+        match self.environment_named(name) {
+            Ok(env) => return Ok((env, false)),
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
         }
-        let org = self.create_organization("Default Organization")?;
-        let env = self.create_environment(org.id, "Development")?;
-        self.issue_key(env.id).map(Some)
+        let org = match self.organizations()?.into_iter().next() {
+            Some(org) => org,
+            None => self.create_organization("Default Organization")?,
+        };
+        Ok((self.create_environment(org.id, name)?, true))
     }
 }

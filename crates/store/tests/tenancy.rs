@@ -104,21 +104,40 @@ fn keys_of_unknown_environment_cannot_be_issued() {
 }
 
 #[test]
-fn bootstrap_creates_development_environment_once() {
+fn ensure_environment_creates_it_once() {
     let dir = tempfile::tempdir().expect("dir");
     let store =
         subscriber_store::Store::open(subscriber_store::Config::new(dir.path())).expect("open");
-    let key = store
-        .bootstrap()
-        .expect("bootstrap")
-        .expect("first run issues a key");
-    let envs = store.environments().expect("envs");
-    assert_eq!(envs.len(), 1);
-    assert_eq!(envs[0].name, "Development");
+    let (env, created) = store.ensure_environment("Development").expect("ensure");
+    assert!(created);
+    assert_eq!(env.name, "Development");
+    assert_eq!(store.organizations().expect("orgs").len(), 1);
+    let (again, created) = store.ensure_environment("Development").expect("again");
+    assert!(!created);
+    assert_eq!(again, env);
+    let (prod, created) = store.ensure_environment("Production").expect("second env");
+    assert!(created);
+    assert_eq!(prod.organization_id, env.organization_id);
+    assert_eq!(store.environments().expect("envs").len(), 2);
+}
+
+#[test]
+fn operator_chosen_key_is_registered_once_and_resolves() {
+    let f = Fixture::new();
+    let env = f.tenant.environment_id();
+    let secret = "operator-chosen-secret-0001";
+    let info = f.store.add_key(env, secret).expect("add");
+    assert_eq!(f.store.add_key(env, secret).expect("again"), info);
+    assert_eq!(f.store.resolve_key(secret).expect("resolves"), f.tenant);
+    assert_eq!(f.store.keys(Some(env)).expect("list").len(), 1);
+    for bad in ["short", "has a space in it!!", &"x".repeat(256)] {
+        assert!(matches!(
+            f.store.add_key(env, bad),
+            Err(Error::InvalidInput { .. })
+        ));
+    }
     assert_eq!(
-        store.resolve_key(&key.secret).expect("works"),
-        envs[0].tenant()
+        f.store.environment_named("Development").expect("named").id,
+        env
     );
-    assert_eq!(store.bootstrap().expect("again"), None);
-    assert_eq!(store.environments().expect("envs").len(), 1);
 }

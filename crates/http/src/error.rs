@@ -1,0 +1,161 @@
+//! The Novu error shape (SPEC section 5) and the one mapping from a store
+//! error to an HTTP status. Nothing else in the crate picks error statuses
+//! for store outcomes.
+
+use hyper::StatusCode;
+use serde_json::{Map, Value, json};
+use subscriber_store::{Entity, Error, KeyProblem, Timestamp};
+
+/// An answer in the error shape, before it is rendered.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// The rarely set parts, boxed to keep `Result<_, ApiError>` small.
+    detail: Option<Box<Detail>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Detail {
+    /// Per-field validation errors (422 only).
+    errors: Option<Map<String, Value>>,
+    /// Set for 500s: also logged with the internal cause.
+    error_id: Option<String>,
+    /// `Allow` header value for 405.
+    allow: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    fn with(mut self, set: impl FnOnce(&mut Detail)) -> Self {
+        set(self.detail.get_or_insert_with(Box::default));
+        self
+    }
+
+    /// A 405 naming the methods the path allows.
+    pub fn with_allow(self, allow: String) -> Self {
+        self.with(|d| d.allow = Some(allow))
+    }
+
+    pub fn allow(&self) -> Option<&str> {
+        self.detail.as_ref()?.allow.as_deref()
+    }
+
+    pub fn errors(&self) -> Option<&Map<String, Value>> {
+        self.detail.as_ref()?.errors.as_ref()
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    /// A 422 in the validation shape.
+    pub fn validation(errors: Map<String, Value>) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Validation Error")
+            .with(|d| d.errors = Some(errors))
+    }
+
+    /// A 500 whose cause is logged under a fresh error id, never sent.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        let error_id = uuid::Uuid::new_v4().to_string();
+        tracing::error!(error_id = %error_id, cause = %cause, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal server error, contact support and quote the errorId",
+        )
+        .with(|d| d.error_id = Some(error_id))
+    }
+
+    /// The body: `statusCode, timestamp, path, message, error[, errors][, errorId]`.
+    pub fn body(&self, path: &str, at: Timestamp) -> Value {
+        let mut body = Map::new();
+        body.insert("statusCode".into(), json!(self.status.as_u16()));
+        body.insert("timestamp".into(), json!(at.to_string()));
+        body.insert("path".into(), json!(path));
+        body.insert("message".into(), json!(self.message));
+        body.insert(
+            "error".into(),
+            json!(self.status.canonical_reason().unwrap_or("Error")),
+        );
+        if let Some(errors) = self.errors() {
+            body.insert("errors".into(), Value::Object(errors.clone()));
+        }
+        if let Some(id) = self.detail.as_ref().and_then(|d| d.error_id.as_ref()) {
+            body.insert("errorId".into(), json!(id));
+        }
+        Value::Object(body)
+    }
+}
+
+/// One field's entry in a 422 `errors` object; `value` is omitted when the
+/// field was missing.
+pub(crate) fn field_error(messages: &[&str], value: Option<&Value>) -> Value {
+    let mut entry = Map::new();
+    entry.insert("messages".into(), json!(messages));
+    if let Some(value) = value {
+        entry.insert("value".into(), value.clone());
+    }
+    Value::Object(entry)
+}
+
+/// The status and message a store error is answered with.
+pub(crate) fn from_store(error: &Error, idempotency_key: Option<&str>) -> ApiError {
+    match error {
+        Error::NotFound(Entity::Subscriber) => {
+            ApiError::new(StatusCode::NOT_FOUND, "Subscriber not found")
+        }
+        Error::NotFound(Entity::ApiKey) => ApiError::unauthorized("API Key not found"),
+        Error::NotFound(entity) => {
+            ApiError::new(StatusCode::NOT_FOUND, format!("{entity} not found"))
+        }
+        Error::VersionConflict { expected, current } => ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            match current {
+                Some(current) => format!(
+                    "If-Match expected version {expected} but the subscriber is at version {current}"
+                ),
+                None => format!(
+                    "If-Match expected version {expected} but the subscriber does not exist"
+                ),
+            },
+        ),
+        Error::AlreadyExists { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "Subscriber already exists")
+        }
+        Error::InvalidInput { field, message } => {
+            let mut errors = Map::new();
+            errors.insert(field.clone(), field_error(&[message], None));
+            ApiError::validation(errors)
+        }
+        Error::InvalidIdempotencyKey(problem) => {
+            let key = idempotency_key.unwrap_or_default();
+            match problem {
+                KeyProblem::TooLong => ApiError::bad_request(format!(
+                    "idempotencyKey \"{key}\" has exceeded the maximum allowed length of 255 characters"
+                )),
+                other => {
+                    ApiError::bad_request(format!("idempotencyKey \"{key}\" is invalid: {other}"))
+                }
+            }
+        }
+        Error::IdempotencyKeyReused => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "Request with key \"{}\" is being reused for a different body",
+                idempotency_key.unwrap_or_default()
+            ),
+        ),
+        other => ApiError::internal(other),
+    }
+}

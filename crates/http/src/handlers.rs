@@ -1,0 +1,239 @@
+//! One function per kind of request. Each extracts its inputs, makes one
+//! store call and renders the outcome; presence rules, versions and
+//! idempotency bookkeeping live in the store.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, ETAG, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use subscriber_store::{Command, Idempotency, Store, Subscriber, Tenant, Timestamp};
+
+use crate::ServerConfig;
+use crate::error::{ApiError, from_store};
+use crate::extract;
+use crate::router::{self, Endpoint, Matched};
+use crate::wire::{self, SubscriberDto};
+
+/// What every handler shares.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub store: Store,
+    pub config: ServerConfig,
+    pub openapi: Bytes,
+}
+
+pub(crate) type Reply = Response<Full<Bytes>>;
+
+const JSON: &str = "application/json; charset=utf-8";
+
+fn json_reply(status: StatusCode, body: Bytes) -> Reply {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+    response
+}
+
+pub(crate) fn error_reply(error: &ApiError, path: &str, at: Timestamp) -> Reply {
+    let body = serde_json::to_vec(&error.body(path, at)).unwrap_or_default();
+    let mut response = json_reply(error.status, body.into());
+    if let Some(allow) = error.allow().and_then(|a| HeaderValue::from_str(a).ok()) {
+        response.headers_mut().insert(hyper::header::ALLOW, allow);
+    }
+    response
+}
+
+/// `{"data": document}` with its `ETag`.
+fn document_reply(status: StatusCode, doc: &Subscriber) -> Result<Reply, ApiError> {
+    let data = match &doc.data {
+        Some(data) => Some(
+            RawValue::from_string(data.as_json().to_owned()).map_err(|e| ApiError::internal(&e))?,
+        ),
+        None => None,
+    };
+    let body = serde_json::to_vec(&json!({ "data": SubscriberDto::new(doc, data.as_deref()) }))
+        .map_err(|e| ApiError::internal(&e))?;
+    let mut response = json_reply(status, body.into());
+    let etag = HeaderValue::from_str(&format!("\"{}\"", doc.version))
+        .map_err(|e| ApiError::internal(&e))?;
+    response.headers_mut().insert(ETAG, etag);
+    Ok(response)
+}
+
+/// Answers one request. Never panics; every failure is a reply.
+pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
+    let path = request.uri().path().to_owned();
+    match dispatch(&state, request, &path).await {
+        Ok(reply) => reply,
+        Err(error) => error_reply(&error, &path, state.store.now()),
+    }
+}
+
+async fn dispatch(
+    state: &State,
+    request: Request<Incoming>,
+    path: &str,
+) -> Result<Reply, ApiError> {
+    let matched = router::route(request.method(), path)?;
+    match matched.endpoint {
+        Endpoint::HealthCheck => {
+            return Ok(json_reply(
+                StatusCode::OK,
+                Bytes::from_static(br#"{"data":{"status":"ok"}}"#),
+            ));
+        }
+        Endpoint::OpenApi => return Ok(json_reply(StatusCode::OK, state.openapi.clone())),
+        _ => {}
+    }
+    let tenant = extract::tenant(request.headers(), &state.store)?;
+    let subscriber_id = matched
+        .raw_subscriber_id
+        .map(extract::subscriber_id)
+        .transpose()?;
+    match (matched.endpoint, subscriber_id) {
+        (Endpoint::Retrieve, Some(id)) => {
+            let doc = state
+                .store
+                .get(&tenant, &id)
+                .map_err(|e| from_store(&e, None))?;
+            document_reply(StatusCode::OK, &doc)
+        }
+        (Endpoint::Delete, Some(id)) => {
+            let expected = extract::if_match(request.headers())?;
+            let store = state.store.clone();
+            blocking(move || store.delete(&tenant, &id, expected))
+                .await?
+                .map_err(|e| from_store(&e, None))?;
+            Ok(json_reply(
+                StatusCode::OK,
+                Bytes::from_static(br#"{"data":{"acknowledged":true,"status":"deleted"}}"#),
+            ))
+        }
+        (_, id) => write(state, request, path, &matched, tenant, id).await,
+    }
+}
+
+/// The presence write and the creates: the routes that take a body and an
+/// idempotency key.
+async fn write(
+    state: &State,
+    request: Request<Incoming>,
+    path: &str,
+    matched: &Matched<'_>,
+    tenant: Tenant,
+    subscriber_id: Option<String>,
+) -> Result<Reply, ApiError> {
+    let key = extract::idempotency_key(request.headers())?;
+    let echo = key.as_ref().map(|(shown, _)| shown.clone());
+    let mut reply = match write_inner(state, request, matched, tenant, subscriber_id, key).await {
+        Ok(reply) => reply,
+        Err((error, at)) => error_reply(&error, path, at.unwrap_or_else(|| state.store.now())),
+    };
+    if let Some(value) = echo.and_then(|k| HeaderValue::from_str(&k).ok()) {
+        reply.headers_mut().insert("idempotency-key", value);
+    }
+    Ok(reply)
+}
+
+type Failure = (ApiError, Option<Timestamp>);
+
+async fn write_inner(
+    state: &State,
+    request: Request<Incoming>,
+    matched: &Matched<'_>,
+    tenant: Tenant,
+    subscriber_id: Option<String>,
+    key: Option<(String, subscriber_store::IdempotencyKey)>,
+) -> Result<Reply, Failure> {
+    let now = |e: ApiError| (e, None);
+    let (parts, body) = request.into_parts();
+    let bytes = extract::body(&parts.headers, body, state.config.max_body_bytes)
+        .await
+        .map_err(now)?;
+    let json = wire::parse_json(&bytes).map_err(now)?;
+    let (command, status) = match (matched.endpoint, &subscriber_id) {
+        (Endpoint::UpdateOnlineStatus, Some(id)) => {
+            let online = wire::presence(&json).map_err(now)?;
+            let command = Command::SetOnline {
+                subscriber_id: id.clone(),
+                online,
+            };
+            (command, StatusCode::OK)
+        }
+        (endpoint, _) => {
+            let input = wire::create_body(&json).map_err(now)?;
+            let fail_if_exists = match endpoint {
+                Endpoint::CreateV2 => extract::fail_if_exists(parts.uri.query()).map_err(now)?,
+                _ => false,
+            };
+            let command = Command::Upsert {
+                input,
+                fail_if_exists,
+            };
+            (command, StatusCode::CREATED)
+        }
+    };
+    let expected = extract::if_match(&parts.headers).map_err(now)?;
+
+    let store = state.store.clone();
+    let idempotency = key.as_ref().map(|(_, checked)| {
+        let mut h = Sha256::new();
+        for part in [
+            parts.method.as_str(),
+            matched.pattern,
+            subscriber_id.as_deref().unwrap_or_default(),
+            parts.uri.query().unwrap_or_default(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(wire::canonical(&json).to_string().as_bytes());
+        Idempotency::with_fingerprint(checked.clone(), h.finalize().into())
+    });
+    let shown_key = key.map(|(shown, _)| shown);
+    let executed = blocking(move || match idempotency {
+        Some(once) => store.execute_once(&tenant, command, expected, &once),
+        None => Ok(subscriber_store::Executed {
+            outcome: store.execute(&tenant, command, expected),
+            replayed: false,
+            executed_at: store.now(),
+        }),
+    })
+    .await
+    .map_err(now)?
+    .map_err(|e| (from_store(&e, shown_key.as_deref()), None))?;
+
+    let mut reply = match &executed.outcome {
+        Ok(doc) => document_reply(status, doc).map_err(now)?,
+        // An outcome the write executed to (404, 412, 409): rendered with the
+        // time it executed, so a replay's body is the same bytes.
+        Err(e) => error_reply(
+            &from_store(e, shown_key.as_deref()),
+            parts.uri.path(),
+            executed.executed_at,
+        ),
+    };
+    if executed.replayed {
+        reply
+            .headers_mut()
+            .insert("idempotency-replay", HeaderValue::from_static("true"));
+    }
+    Ok(reply)
+}
+
+/// Runs a store call on the blocking pool: a durable write waits for a disk
+/// flush and must not hold up the async workers.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| ApiError::internal(&e))
+}

@@ -1,0 +1,321 @@
+//! The OpenAPI 3 document served at `/openapi.json`: every route, body,
+//! response and error shape. A test checks it names every routed path.
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDto"}}}
+    })
+}
+
+fn data_of(schema: &str) -> Value {
+    json!({
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {"$ref": format!("#/components/schemas/{schema}")}}
+    })
+}
+
+fn ok(description: &str, schema: &str, with_etag: bool) -> Value {
+    let mut response = json!({
+        "description": description,
+        "content": {"application/json": {"schema": data_of(schema)}}
+    });
+    if with_etag {
+        response["headers"] = json!({
+            "ETag": {"description": "The document's version `__v`, quoted", "schema": {"type": "string"}}
+        });
+    }
+    response
+}
+
+fn common_errors(mut responses: Value, codes: &[(&str, &str)]) -> Value {
+    for (code, description) in codes {
+        responses[*code] = if *code == "422" {
+            json!({
+                "description": description,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ValidationErrorDto"}}}
+            })
+        } else {
+            error_response(description)
+        };
+    }
+    responses
+}
+
+const AUTH: (&str, &str) = ("401", "Missing, malformed or unknown API key");
+const SERVER: (&str, &str) = ("500", "Internal error; `errorId` is in the server log");
+const BAD_ID: (&str, &str) = (
+    "400",
+    "Malformed subscriberId, idempotency key, If-Match or JSON body",
+);
+
+fn params(names: &[&str]) -> Value {
+    Value::Array(
+        names
+            .iter()
+            .map(|n| json!({"$ref": format!("#/components/parameters/{n}")}))
+            .collect(),
+    )
+}
+
+/// The document.
+pub fn document() -> Value {
+    let write_errors = [
+        BAD_ID,
+        AUTH,
+        ("413", "Body larger than the limit (256 KiB by default)"),
+        (
+            "422",
+            "Validation failed, or the idempotency key was used for another request",
+        ),
+        SERVER,
+    ];
+    let presence = json!({
+        "operationId": "SubscribersV1Controller_updateSubscriberOnlineFlag",
+        "summary": "Update subscriber online status",
+        "tags": ["Subscribers"],
+        "parameters": params(&["subscriberId", "idempotencyKey", "ifMatch"]),
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UpdateSubscriberOnlineFlagRequestDto"}}}},
+        "responses": common_errors(
+            json!({"200": ok("The subscriber as stored after the write", "SubscriberResponseDto", true)}),
+            &[write_errors.as_slice(), &[("404", "Subscriber not found"), ("412", "If-Match does not match `__v`")]].concat(),
+        )
+    });
+    let create = |operation: &str, v2: bool| {
+        let mut parameters = params(&["idempotencyKey", "ifMatch"]);
+        if v2 {
+            if let Some(list) = parameters.as_array_mut() {
+                list.push(json!({"name": "failIfExists", "in": "query", "required": false, "schema": {"type": "boolean"}}));
+            }
+        }
+        json!({
+            "operationId": operation,
+            "summary": "Create a subscriber, or update the given fields if it exists",
+            "tags": ["Subscribers"],
+            "parameters": parameters,
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateSubscriberRequestDto"}}}},
+            "responses": common_errors(
+                json!({"201": ok("The subscriber as stored", "SubscriberResponseDto", true)}),
+                &[write_errors.as_slice(), &[("409", "failIfExists=true and the subscriber exists"), ("412", "If-Match does not match `__v`")]].concat(),
+            )
+        })
+    };
+    let retrieve = |operation: &str| {
+        json!({
+            "operationId": operation,
+            "summary": "Retrieve a subscriber",
+            "tags": ["Subscribers"],
+            "parameters": params(&["subscriberId"]),
+            "responses": common_errors(
+                json!({"200": ok("The subscriber", "SubscriberResponseDto", true)}),
+                &[BAD_ID, AUTH, ("404", "Subscriber not found"), SERVER],
+            )
+        })
+    };
+    let delete = |operation: &str| {
+        json!({
+            "operationId": operation,
+            "summary": "Delete a subscriber",
+            "tags": ["Subscribers"],
+            "parameters": params(&["subscriberId", "ifMatch"]),
+            "responses": common_errors(
+                json!({"200": ok("Deleted", "RemoveSubscriberResponseDto", false)}),
+                &[BAD_ID, AUTH, ("404", "Subscriber not found"), ("412", "If-Match does not match `__v`"), SERVER],
+            )
+        })
+    };
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "subscriberd",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Novu-compatible subscriber presence API"
+        },
+        "security": [{"apiKey": []}],
+        "paths": {
+            "/v1/subscribers/{subscriberId}/online-status": {"patch": presence},
+            "/v1/subscribers": {"post": create("SubscribersV1Controller_createSubscriber", false)},
+            "/v2/subscribers": {"post": create("SubscribersController_createSubscriber", true)},
+            "/v1/subscribers/{subscriberId}": {
+                "get": retrieve("SubscribersV1Controller_getSubscriber"),
+                "delete": delete("SubscribersV1Controller_removeSubscriber")
+            },
+            "/v2/subscribers/{subscriberId}": {
+                "get": retrieve("SubscribersController_getSubscriber"),
+                "delete": delete("SubscribersController_removeSubscriber")
+            },
+            "/v1/health-check": {"get": {
+                "operationId": "HealthController_healthCheck",
+                "summary": "Health check",
+                "security": [],
+                "responses": {"200": ok("The server is up", "HealthDto", false)}
+            }},
+            "/openapi.json": {"get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {"schema": {"type": "object"}}}}}
+            }}
+        },
+        "components": {
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "`ApiKey <key>`"}
+            },
+            "parameters": {
+                "subscriberId": {"name": "subscriberId", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
+                "idempotencyKey": {"name": "idempotency-key", "in": "header", "required": false, "description": "1 to 255 visible ASCII characters; replays the first outcome", "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
+                "ifMatch": {"name": "If-Match", "in": "header", "required": false, "description": "Apply only if `__v` is this version: `\"3\"` or `3`", "schema": {"type": "string"}}
+            },
+            "schemas": schemas()
+        }
+    })
+}
+
+fn schemas() -> Value {
+    let string = json!({"type": "string"});
+    let credentials = json!({
+        "type": "object",
+        "properties": {
+            "webhookUrl": string, "channel": string,
+            "deviceTokens": {"type": "array", "items": string},
+            "alertUid": string, "title": string, "imageUrl": string, "state": string, "externalUrl": string
+        }
+    });
+    let provider = json!({"type": "string", "enum": subscriber_store::PROVIDER_IDS});
+    json!({
+        "UpdateSubscriberOnlineFlagRequestDto": {
+            "type": "object",
+            "required": ["isOnline"],
+            "properties": {"isOnline": {"type": "boolean"}}
+        },
+        "CreateSubscriberRequestDto": {
+            "type": "object",
+            "required": ["subscriberId"],
+            "properties": {
+                "subscriberId": {"type": "string", "minLength": 1, "maxLength": 255},
+                "firstName": string, "lastName": string,
+                "email": {"type": "string", "nullable": true},
+                "phone": string, "avatar": string, "locale": string, "timezone": string,
+                "data": {"type": "object", "nullable": true, "additionalProperties": true},
+                "channels": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["providerId"],
+                    "properties": {"providerId": provider, "integrationIdentifier": string, "credentials": credentials}
+                }}
+            }
+        },
+        "ChannelCredentials": credentials,
+        "ChannelSettingsDto": {
+            "type": "object",
+            "required": ["providerId", "credentials", "_integrationId"],
+            "properties": {
+                "providerId": provider,
+                "integrationIdentifier": string,
+                "credentials": {"$ref": "#/components/schemas/ChannelCredentials"},
+                "_integrationId": string
+            }
+        },
+        "SubscriberResponseDto": {
+            "type": "object",
+            "required": ["_id", "subscriberId", "channels", "_organizationId", "_environmentId", "deleted", "createdAt", "updatedAt", "__v"],
+            "properties": {
+                "_id": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
+                "firstName": string, "lastName": string,
+                "email": {"type": "string", "nullable": true},
+                "phone": string, "avatar": string, "locale": string,
+                "subscriberId": string,
+                "channels": {"type": "array", "items": {"$ref": "#/components/schemas/ChannelSettingsDto"}},
+                "topics": {"type": "array", "items": string, "deprecated": true},
+                "isOnline": {"type": "boolean"},
+                "lastOnlineAt": {"type": "string", "format": "date-time"},
+                "_organizationId": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
+                "_environmentId": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
+                "deleted": {"type": "boolean"},
+                "createdAt": {"type": "string", "format": "date-time"},
+                "updatedAt": {"type": "string", "format": "date-time"},
+                "__v": {"type": "integer", "minimum": 0},
+                "data": {"type": "object", "nullable": true, "additionalProperties": true},
+                "timezone": string
+            }
+        },
+        "RemoveSubscriberResponseDto": {
+            "type": "object",
+            "required": ["acknowledged", "status"],
+            "properties": {"acknowledged": {"type": "boolean"}, "status": {"type": "string", "enum": ["deleted"]}}
+        },
+        "HealthDto": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "enum": ["ok"]}}
+        },
+        "ErrorDto": {
+            "type": "object",
+            "required": ["statusCode", "timestamp", "path", "message", "error"],
+            "properties": {
+                "statusCode": {"type": "integer"},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "path": string,
+                "message": string,
+                "error": string,
+                "errorId": {"type": "string", "format": "uuid"}
+            }
+        },
+        "ValidationErrorDto": {
+            "type": "object",
+            "required": ["statusCode", "timestamp", "path", "message", "error"],
+            "properties": {
+                "statusCode": {"type": "integer"},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "path": string,
+                "message": string,
+                "error": string,
+                "errors": {"type": "object", "additionalProperties": {
+                    "type": "object",
+                    "required": ["messages"],
+                    "properties": {"messages": {"type": "array", "items": string}, "value": {}}
+                }}
+            }
+        }
+    })
+}
+
+/// The document as the bytes `/openapi.json` serves.
+pub(crate) fn document_bytes() -> Bytes {
+    Bytes::from(serde_json::to_vec(&document()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_routed_path_and_method_is_documented() {
+        let doc = document();
+        for (method, pattern, _) in crate::router::ROUTES {
+            let operation = &doc["paths"][*pattern][method.as_str().to_lowercase()];
+            assert!(
+                operation.is_object(),
+                "{method} {pattern} is not in the OpenAPI document"
+            );
+            assert!(
+                operation["responses"].is_object(),
+                "{method} {pattern} has no responses"
+            );
+        }
+        let documented: usize = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .values()
+            .map(|ops| ops.as_object().expect("operations").len())
+            .sum();
+        assert_eq!(
+            documented,
+            crate::router::ROUTES.len(),
+            "the document names routes the router does not serve"
+        );
+    }
+}

@@ -1,0 +1,462 @@
+//! Wire shapes: the subscriber document as JSON (SPEC section 3, field order
+//! included) and the request bodies, checked field by field into the 422
+//! validation shape. The only serde of HTTP shapes in the crate.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use subscriber_store::{
+    Channel, ChannelSettings, Credentials, Data, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS, Subscriber,
+    SubscriberInput,
+};
+
+use crate::error::{ApiError, field_error};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SubscriberDto<'a> {
+    #[serde(rename = "_id")]
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    avatar: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locale: Option<&'a str>,
+    subscriber_id: &'a str,
+    channels: Vec<ChannelDto<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_online: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_online_at: Option<String>,
+    #[serde(rename = "_organizationId")]
+    organization_id: String,
+    #[serde(rename = "_environmentId")]
+    environment_id: String,
+    deleted: bool,
+    created_at: String,
+    updated_at: String,
+    #[serde(rename = "__v")]
+    version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timezone: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChannelDto<'a> {
+    provider_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    integration_identifier: Option<&'a str>,
+    credentials: CredentialsDto<'a>,
+    #[serde(rename = "_integrationId")]
+    integration_id: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CredentialsDto<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_tokens: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alert_uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_url: Option<&'a str>,
+}
+
+impl<'a> SubscriberDto<'a> {
+    /// The wire form of a document; `data` must already be parsed as raw JSON.
+    pub fn new(doc: &'a Subscriber, data: Option<&'a RawValue>) -> Self {
+        SubscriberDto {
+            id: doc.id.to_string(),
+            first_name: doc.first_name.as_deref(),
+            last_name: doc.last_name.as_deref(),
+            email: doc.email.as_ref().map(|e| e.as_deref()),
+            phone: doc.phone.as_deref(),
+            avatar: doc.avatar.as_deref(),
+            locale: doc.locale.as_deref(),
+            subscriber_id: &doc.subscriber_id,
+            channels: doc.channels.iter().map(ChannelDto::new).collect(),
+            is_online: doc.is_online,
+            last_online_at: doc.last_online_at.map(|t| t.to_string()),
+            organization_id: doc.organization_id.to_string(),
+            environment_id: doc.environment_id.to_string(),
+            deleted: false,
+            created_at: doc.created_at.to_string(),
+            updated_at: doc.updated_at.to_string(),
+            version: doc.version.0,
+            data,
+            timezone: doc.timezone.as_deref(),
+        }
+    }
+}
+
+impl<'a> ChannelDto<'a> {
+    fn new(c: &'a Channel) -> Self {
+        let k = &c.credentials;
+        ChannelDto {
+            provider_id: &c.provider_id,
+            integration_identifier: c.integration_identifier.as_deref(),
+            credentials: CredentialsDto {
+                webhook_url: k.webhook_url.as_deref(),
+                channel: k.channel.as_deref(),
+                device_tokens: k.device_tokens.as_deref(),
+                alert_uid: k.alert_uid.as_deref(),
+                title: k.title.as_deref(),
+                image_url: k.image_url.as_deref(),
+                state: k.state.as_deref(),
+                external_url: k.external_url.as_deref(),
+            },
+            integration_id: c.integration_id.to_string(),
+        }
+    }
+}
+
+/// Parses a request body as JSON: 400 for an empty body or anything not JSON.
+pub(crate) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "Request body is empty; expected JSON",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Request body is not valid JSON: {e}")))
+}
+
+/// The presence body: `{"isOnline": bool}`, or the legacy `{"online": bool}`
+/// when `isOnline` is absent. Extra fields are ignored.
+pub(crate) fn presence(body: &Value) -> Result<bool, ApiError> {
+    let (field, value) = match body.get("isOnline") {
+        Some(v) => ("isOnline", Some(v)),
+        None => match body.get("online") {
+            Some(v) => ("online", Some(v)),
+            None => ("isOnline", None),
+        },
+    };
+    if let Some(Value::Bool(online)) = value {
+        return Ok(*online);
+    }
+    let must_be_bool = format!("{field} must be a boolean value");
+    let not_null = format!("{field} should not be null or undefined");
+    let messages: Vec<&str> = match value {
+        None | Some(Value::Null) => vec![&not_null, &must_be_bool],
+        Some(_) => vec![&must_be_bool],
+    };
+    let mut errors = Map::new();
+    errors.insert(field.into(), field_error(&messages, value));
+    Err(ApiError::validation(errors))
+}
+
+/// Collects per-field problems of a create body.
+struct Problems(Map<String, Value>);
+
+impl Problems {
+    fn add(&mut self, field: &str, message: &str, value: Option<&Value>) {
+        match self.0.get_mut(field).and_then(|e| e.get_mut("messages")) {
+            Some(Value::Array(messages)) => messages.push(Value::String(message.into())),
+            _ => {
+                self.0.insert(field.into(), field_error(&[message], value));
+            }
+        }
+    }
+
+    /// An optional string field: absent is fine, anything but a string is not.
+    fn string(&mut self, body: &Map<String, Value>, field: &str) -> Option<String> {
+        match body.get(field) {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                self.add(field, &format!("{field} must be a string"), Some(other));
+                None
+            }
+        }
+    }
+}
+
+/// The create/upsert body, checked into a store input (422 naming each bad field).
+pub(crate) fn create_body(body: &Value) -> Result<SubscriberInput, ApiError> {
+    let mut p = Problems(Map::new());
+    let Some(obj) = body.as_object() else {
+        p.add(
+            "subscriberId",
+            "subscriberId should not be null or undefined",
+            None,
+        );
+        p.add("subscriberId", "subscriberId must be a string", None);
+        return Err(ApiError::validation(p.0));
+    };
+    let subscriber_id = match obj.get("subscriberId") {
+        None | Some(Value::Null) => {
+            let value = obj.get("subscriberId");
+            p.add(
+                "subscriberId",
+                "subscriberId should not be null or undefined",
+                value,
+            );
+            p.add("subscriberId", "subscriberId must be a string", value);
+            String::new()
+        }
+        Some(Value::String(id)) => {
+            let value = obj.get("subscriberId");
+            if id.trim().is_empty() {
+                p.add("subscriberId", "subscriberId should not be empty", value);
+            } else if id.len() > MAX_SUBSCRIBER_ID_BYTES {
+                p.add(
+                    "subscriberId",
+                    "subscriberId must be shorter than or equal to 255 bytes",
+                    value,
+                );
+            } else if id.chars().any(char::is_control) {
+                p.add(
+                    "subscriberId",
+                    "subscriberId must not contain control characters",
+                    value,
+                );
+            }
+            id.clone()
+        }
+        Some(other) => {
+            p.add("subscriberId", "subscriberId must be a string", Some(other));
+            String::new()
+        }
+    };
+    let mut input = SubscriberInput::new(subscriber_id);
+    input.first_name = p.string(obj, "firstName");
+    input.last_name = p.string(obj, "lastName");
+    input.phone = p.string(obj, "phone");
+    input.avatar = p.string(obj, "avatar");
+    input.locale = p.string(obj, "locale");
+    input.timezone = p.string(obj, "timezone");
+    input.email = match obj.get("email") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(s)) => Some(Some(s.clone())),
+        Some(other) => {
+            p.add("email", "email must be a string or null", Some(other));
+            None
+        }
+    };
+    input.data = match obj.get("data") {
+        None => None,
+        Some(value @ (Value::Null | Value::Object(_))) => Data::from_value(value).ok(),
+        Some(other) => {
+            p.add("data", "data must be an object or null", Some(other));
+            None
+        }
+    };
+    input.channels = match obj.get("channels") {
+        None => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| channel(&mut p, i, item))
+                .collect(),
+        ),
+        Some(other) => {
+            p.add("channels", "channels must be an array", Some(other));
+            None
+        }
+    };
+    if p.0.is_empty() {
+        Ok(input)
+    } else {
+        Err(ApiError::validation(p.0))
+    }
+}
+
+fn channel(p: &mut Problems, i: usize, item: &Value) -> Option<ChannelSettings> {
+    let field = |name: &str| format!("channels.{i}.{name}");
+    let Some(obj) = item.as_object() else {
+        p.add(
+            &format!("channels.{i}"),
+            "each value in channels must be an object",
+            Some(item),
+        );
+        return None;
+    };
+    let provider_id = match obj.get("providerId") {
+        Some(Value::String(id)) if PROVIDER_IDS.contains(&id.as_str()) => id.clone(),
+        other => {
+            let message = format!(
+                "providerId must be one of the following values: {}",
+                PROVIDER_IDS.join(", ")
+            );
+            p.add(&field("providerId"), &message, other);
+            return None;
+        }
+    };
+    let integration_identifier = match obj.get("integrationIdentifier") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            p.add(
+                &field("integrationIdentifier"),
+                "integrationIdentifier must be a string",
+                Some(other),
+            );
+            return None;
+        }
+    };
+    let credentials = match obj.get("credentials") {
+        None | Some(Value::Null) => Credentials::default(),
+        Some(Value::Object(c)) => credentials(p, &field("credentials"), c)?,
+        Some(other) => {
+            p.add(
+                &field("credentials"),
+                "credentials must be an object",
+                Some(other),
+            );
+            return None;
+        }
+    };
+    Some(ChannelSettings {
+        provider_id,
+        integration_identifier,
+        credentials,
+    })
+}
+
+fn credentials(p: &mut Problems, prefix: &str, c: &Map<String, Value>) -> Option<Credentials> {
+    let before = p.0.len();
+    let mut text = |name: &str| -> Option<String> {
+        match c.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                p.add(
+                    &format!("{prefix}.{name}"),
+                    &format!("{name} must be a string"),
+                    Some(other),
+                );
+                None
+            }
+        }
+    };
+    let webhook_url = text("webhookUrl");
+    let channel = text("channel");
+    let alert_uid = text("alertUid");
+    let title = text("title");
+    let image_url = text("imageUrl");
+    let state = text("state");
+    let external_url = text("externalUrl");
+    let device_tokens = match c.get("deviceTokens") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Some(
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        Some(other) => {
+            p.add(
+                &format!("{prefix}.deviceTokens"),
+                "deviceTokens must be an array of strings",
+                Some(other),
+            );
+            None
+        }
+    };
+    (p.0.len() == before).then_some(Credentials {
+        webhook_url,
+        channel,
+        device_tokens,
+        alert_uid,
+        title,
+        image_url,
+        state,
+        external_url,
+    })
+}
+
+/// The canonical form of a JSON body for fingerprints: object keys sorted.
+pub(crate) fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), canonical(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn presence_accepts_booleans_and_the_online_alias() {
+        assert_eq!(presence(&json!({"isOnline": true})).ok(), Some(true));
+        assert_eq!(presence(&json!({"online": false})).ok(), Some(false));
+        assert_eq!(
+            presence(&json!({"isOnline": false, "online": true, "x": 1})).ok(),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn presence_rejections_name_the_field() {
+        let missing = presence(&json!({})).expect_err("missing");
+        let errors = Value::Object(missing.errors().expect("errors").clone());
+        assert_eq!(
+            errors,
+            json!({"isOnline": {"messages": ["isOnline should not be null or undefined", "isOnline must be a boolean value"]}})
+        );
+        let string = presence(&json!({"isOnline": "true"})).expect_err("string");
+        assert_eq!(
+            Value::Object(string.errors().expect("errors").clone()),
+            json!({"isOnline": {"messages": ["isOnline must be a boolean value"], "value": "true"}})
+        );
+        for body in [json!([]), json!(1), json!("x"), json!(null)] {
+            assert!(presence(&body).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn canonical_sorts_keys_at_every_depth() {
+        let a = canonical(&json!({"b": 1, "a": {"d": [ {"z": 1, "y": 2} ], "c": 2}}));
+        assert_eq!(
+            serde_json::to_string(&a).expect("json"),
+            r#"{"a":{"c":2,"d":[{"y":2,"z":1}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn create_body_reports_every_bad_field() {
+        let err = create_body(&json!({"subscriberId": 5, "email": 3, "data": [1], "channels": {}}))
+            .expect_err("bad");
+        let errors = err.errors().expect("errors");
+        for field in ["subscriberId", "email", "data", "channels"] {
+            assert!(errors.contains_key(field), "{field}");
+        }
+        let ok = create_body(&json!({"subscriberId": "u", "email": null, "data": {"a": 1}}))
+            .expect("ok");
+        assert_eq!(ok.email, Some(None));
+    }
+}

@@ -1,0 +1,122 @@
+//! `subscriberd serve`: open the store, make sure the default environment
+//! and a key exist, serve HTTP and the admin socket until SIGINT/SIGTERM,
+//! then drain and flush.
+
+use std::time::Duration;
+
+use subscriber_http::ServerConfig;
+use subscriber_store::{Config, Durability, Store};
+
+use crate::admin;
+use crate::cli::{DurabilityArg, ServeArgs};
+
+pub fn run(args: ServeArgs) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let durability = match args.durability {
+        DurabilityArg::Durable => Durability::Durable,
+        DurabilityArg::Relaxed => Durability::Relaxed,
+    };
+    let store = Store::open(
+        Config::new(&args.data)
+            .durability(durability)
+            .flush_interval(Duration::from_millis(args.flush_interval_ms))
+            .idempotency_ttl(Duration::from_secs(args.idempotency_ttl_secs)),
+    )
+    .map_err(|e| format!("cannot open data directory {}: {e}", args.data.display()))?;
+    provision(&store, &args)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let config = ServerConfig {
+        max_body_bytes: args.max_body_bytes,
+        header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+        max_connections: args.max_connections,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+    };
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the bound address: {e}"))?;
+        let admin_path = admin::socket_path(&args.data);
+        let admin_task = tokio::spawn(admin::serve(admin_path.clone(), store.clone()));
+        tracing::info!(
+            data = %args.data.display(),
+            durability = ?args.durability,
+            "listening on http://{addr}"
+        );
+        let served =
+            subscriber_http::serve(listener, store.clone(), config, shutdown_signal()).await;
+        admin_task.abort();
+        let _ = std::fs::remove_file(&admin_path);
+        served.map_err(|e| format!("server failed: {e}"))
+    })?;
+    store
+        .flush()
+        .map_err(|e| format!("final flush failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The default environment, and a key: the one given, or on first start a
+/// new one printed once.
+fn provision(store: &Store, args: &ServeArgs) -> Result<(), String> {
+    let (env, _) = store
+        .ensure_environment(&args.environment)
+        .map_err(|e| format!("cannot create environment {:?}: {e}", args.environment))?;
+    if let Some(secret) = &args.api_key {
+        store
+            .add_key(env.id, secret)
+            .map_err(|e| format!("cannot provision the given API key: {e}"))?;
+        return Ok(());
+    }
+    let has_keys = !store
+        .keys(None)
+        .map_err(|e| format!("cannot list keys: {e}"))?
+        .is_empty();
+    if has_keys {
+        return Ok(());
+    }
+    let key = store
+        .issue_key(env.id)
+        .map_err(|e| format!("cannot issue an API key: {e}"))?;
+    let port = args.listen.port();
+    println!(
+        "Created the {env} environment and an API key. It is shown only now; the store keeps its SHA-256 digest.\n\n    {secret}\n\nTry it:\n\n    curl -X POST http://localhost:{port}/v1/subscribers \\\n      -H 'Authorization: ApiKey {secret}' -H 'Content-Type: application/json' \\\n      -d '{{\"subscriberId\": \"user-1\"}}'\n    curl -X PATCH http://localhost:{port}/v1/subscribers/user-1/online-status \\\n      -H 'Authorization: ApiKey {secret}' -H 'Content-Type: application/json' \\\n      -d '{{\"isOnline\": true}}'\n\nMore keys: subscriberd keys create --data {data}\n",
+        env = env.name,
+        secret = key.secret,
+        data = args.data.display(),
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
