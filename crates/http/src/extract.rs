@@ -20,11 +20,13 @@ pub(crate) fn tenant(headers: &HeaderMap, store: &Store) -> Result<Tenant, ApiEr
     let text = String::from_utf8_lossy(value.as_bytes());
     let (scheme, key) = text.split_once(' ').unwrap_or((&text, ""));
     if scheme != "ApiKey" {
-        let shown: String = scheme
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect();
+        // A long "scheme" is likely a bare key: echo only its start.
+        let printable: Vec<char> = scheme.chars().filter(|c| !c.is_control()).collect();
+        let shown: String = if printable.len() > 20 {
+            printable[..16].iter().collect::<String>() + "..."
+        } else {
+            printable.into_iter().collect()
+        };
         return Err(ApiError::unauthorized(format!(
             "Invalid authentication scheme: \"{shown}\""
         )));
