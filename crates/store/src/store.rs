@@ -128,7 +128,7 @@ impl Store {
             .unwrap_or(u64::MAX)
             .max(1);
         sled_config = sled_config.flush_every_ms(relaxed.then_some(interval_ms));
-        let db = sled_config.open()?;
+        let db = open_waiting_for_lock(&sled_config)?;
         let trees = Trees::open(&db)?;
         let barrier = match &config.path {
             Some(path) if !relaxed => {
@@ -362,6 +362,25 @@ impl Store {
 
     pub(crate) fn bootstrap_lock(&self) -> MutexGuard<'_, ()> {
         self.shared.bootstrap.lock()
+    }
+}
+
+/// sled releases its directory lock only when its last background I/O task
+/// ends, a moment after the last handle is dropped; reopening in the same
+/// process can race that, so a held lock is retried for up to two seconds.
+fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            // sled reports a held lock as an `Other` I/O error with this text.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.map_err(Error::from),
+        }
     }
 }
 
