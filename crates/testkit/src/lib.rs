@@ -33,15 +33,43 @@ pub fn send(
 
 /// Writes `bytes` on a new connection and reads until the server closes it.
 pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Reply {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    let answer = exchange(addr, bytes).expect("connect");
+    Reply::parse(&answer)
+}
+
+/// As [`send`], but `None` when there is no complete answer (the server is
+/// down, or died mid-request): for crash tests.
+pub fn try_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Reply> {
+    let mut raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str("\r\n");
+    let mut bytes = raw.into_bytes();
+    bytes.extend_from_slice(body);
+    let answer = exchange(addr, &bytes).ok()?;
+    let reply = Reply::try_parse(&answer)?;
+    let length: usize = reply.header("content-length")?.parse().ok()?;
+    (reply.body.len() == length).then_some(reply)
+}
+
+fn exchange(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     // The server may answer (413, 401) before reading everything we send.
     let _ = stream.write_all(bytes);
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    Reply::parse(&answer)
+    Ok(answer)
 }
 
 /// A parsed answer.
@@ -54,27 +82,26 @@ pub struct Reply {
 
 impl Reply {
     pub fn parse(raw: &[u8]) -> Reply {
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+        Reply::try_parse(raw)
+            .unwrap_or_else(|| panic!("not an HTTP answer: {:?}", String::from_utf8_lossy(raw)))
+    }
+
+    /// `None` unless `raw` holds a status line and complete headers.
+    pub fn try_parse(raw: &[u8]) -> Option<Reply> {
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
         let head = String::from_utf8_lossy(&raw[..split]).into_owned();
         let mut lines = head.split("\r\n");
-        let status_line = lines.next().expect("status line");
-        let status = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let status_line = lines.next()?;
+        let status = status_line.split(' ').nth(1)?.parse().ok()?;
         let headers = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
             .collect();
-        Reply {
+        Some(Reply {
             status,
             headers,
             body: raw[split + 4..].to_vec(),
-        }
+        })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
