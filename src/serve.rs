@@ -50,6 +50,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         let addr = listener
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
+        let shutdown = shutdown_signal()?;
         let admin_path = admin::socket_path(&args.data);
         let admin_task = tokio::spawn(admin::serve(admin_path.clone(), store.clone()));
         tracing::info!(
@@ -57,8 +58,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             durability = ?args.durability,
             "listening on http://{addr}"
         );
-        let served =
-            subscriber_http::serve(listener, store.clone(), config, shutdown_signal()).await;
+        let served = subscriber_http::serve(listener, store.clone(), config, shutdown).await;
         admin_task.abort();
         let _ = std::fs::remove_file(&admin_path);
         served.map_err(|e| format!("server failed: {e}"))
@@ -102,21 +102,19 @@ fn provision(store: &Store, args: &ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, before the server says it is listening, so no early signal is
+/// lost to the default action.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+    let mut interrupt = install(SignalKind::interrupt())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down: draining in-flight requests");
+        tracing::info!("shutting down: draining in-flight requests");
+    })
 }

@@ -186,6 +186,24 @@ fn unusable_data_directory_is_a_clear_error() {
     assert!(stderr.contains("cannot open data directory"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
+    // A damaged database is refused with a clear message, not served empty.
+    let damaged = tempfile::tempdir().expect("dir");
+    assert!(Server::start(damaged.path(), &[]).terminate().success());
+    std::fs::remove_file(damaged.path().join("db")).expect("remove sled's log");
+    let out = binary()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(damaged.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("damaged or missing"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "no new key is issued on a damaged directory"
+    );
+
     // A directory a live server holds is refused, not shared.
     let server = Server::start(dir.path(), &["--durability", "relaxed"]);
     let out = binary()

@@ -30,6 +30,14 @@ pub(crate) const SLED_LOG_FILE: &str = "db";
 /// Where sled 0.34.7 keeps values and nodes too large for its log.
 pub(crate) const SLED_BLOBS_DIR: &str = "blobs";
 
+/// A file beside sled's, naming the store its database holds. A database
+/// that opens without that name (sled reads a wholly damaged log as an empty
+/// database) is refused instead of being served as empty.
+pub(crate) const IDENTITY_FILE: &str = "subscriberd-store-id";
+
+/// Key of the store's identity in the `meta` tree.
+pub(crate) const STORE_ID_KEY: &[u8] = b"store_id";
+
 /// The trees of the store.
 #[derive(Debug, Clone)]
 pub(crate) struct Trees {
@@ -46,6 +54,8 @@ pub(crate) struct Trees {
     /// expiry in ms (8 bytes, big-endian) ++ the `idempotency` key -> empty;
     /// ordered by expiry so the purge reads only what has expired
     pub idempotency_expiry: sled::Tree,
+    /// `store_id` -> 16 random bytes, also in `IDENTITY_FILE`
+    pub meta: sled::Tree,
 }
 
 impl Trees {
@@ -57,6 +67,7 @@ impl Trees {
             api_keys: db.open_tree("api_keys")?,
             idempotency: db.open_tree("idempotency")?,
             idempotency_expiry: db.open_tree("idempotency_expiry")?,
+            meta: db.open_tree("meta")?,
         })
     }
 }

@@ -130,6 +130,9 @@ impl Store {
         sled_config = sled_config.flush_every_ms(relaxed.then_some(interval_ms));
         let db = open_waiting_for_lock(&sled_config)?;
         let trees = Trees::open(&db)?;
+        if let Some(path) = &config.path {
+            check_identity(&db, &trees.meta, path)?;
+        }
         let barrier = match &config.path {
             Some(path) if !relaxed => {
                 let syncer = Syncer::new(db.clone(), path)?;
@@ -363,6 +366,52 @@ impl Store {
     pub(crate) fn bootstrap_lock(&self) -> MutexGuard<'_, ()> {
         self.shared.bootstrap.lock()
     }
+}
+
+/// Refuses a database that lost the identity its directory says it holds;
+/// gives a new store its identity (in sled first, durably, then the file).
+fn check_identity(db: &sled::Db, meta: &sled::Tree, dir: &std::path::Path) -> Result<()> {
+    let marker = dir.join(layout::IDENTITY_FILE);
+    let in_db = meta.get(layout::STORE_ID_KEY)?;
+    let in_file = match std::fs::read(&marker) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    match (in_db, in_file) {
+        (Some(id), Some(named)) if *id == *named => Ok(()),
+        (Some(_), Some(_)) => Err(Error::Corrupt(format!(
+            "the database in {} is not the store {} names",
+            dir.display(),
+            marker.display()
+        ))),
+        (None, Some(_)) => Err(Error::Corrupt(format!(
+            "the database in {} is damaged or missing: it opened empty, but {} shows it held a store; \
+             restore the directory from a backup, or move it away to start afresh",
+            dir.display(),
+            marker.display()
+        ))),
+        (Some(id), None) => write_durably(dir, &marker, &id),
+        (None, None) => {
+            let mut id = [0u8; 16];
+            crate::id::fill_random(&mut id)?;
+            meta.insert(layout::STORE_ID_KEY, &id[..])?;
+            Syncer::new(db.clone(), dir)?.sync()?;
+            write_durably(dir, &marker, &id)
+        }
+    }
+}
+
+/// Writes a small file so that it is either absent or whole after a crash.
+fn write_durably(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 /// sled releases its directory lock only when its last background I/O task

@@ -75,10 +75,18 @@ fn corrupt_record_is_an_error_not_a_panic() {
     // Put garbage where a document would be, through a raw sled handle on a copy.
     drop(f.store);
     {
-        let db = sled::Config::new()
+        let raw = sled::Config::new()
             .path(f.dir.path())
-            .segment_size(4 * 1024 * 1024)
-            .open()
+            .segment_size(4 * 1024 * 1024);
+        // sled lets go of its lock a moment after the store is dropped.
+        let db = (0..200)
+            .find_map(|_| {
+                let db = raw.open().ok();
+                if db.is_none() {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                db
+            })
             .expect("raw sled");
         let tree = db.open_tree("subscribers").expect("tree");
         let mut key = f.tenant.environment_id().as_bytes().to_vec();
@@ -105,4 +113,43 @@ fn corrupt_record_is_an_error_not_a_panic() {
             "{err:?}"
         );
     }
+}
+
+#[test]
+fn damaged_or_missing_database_is_refused_not_served_empty() {
+    let mut f = Fixture::new();
+    f.store
+        .upsert(&f.tenant, SubscriberInput::new("u1"), None)
+        .expect("create");
+    f.reopen();
+    let placeholder = Store::open(Config::temporary()).expect("temporary store");
+    drop(std::mem::replace(&mut f.store, placeholder));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let log = f.dir.path().join("db");
+    let good = std::fs::read(&log).expect("log");
+    // Random bytes (sled may detect them, or read them as an empty log),
+    // an empty log, and no log at all: never an empty store served as if new.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..8192)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    for damage in [Some(noise), Some(Vec::new()), None] {
+        match &damage {
+            Some(bytes) => std::fs::write(&log, bytes).expect("damage the log"),
+            None => std::fs::remove_file(&log).expect("remove the log"),
+        }
+        let err = Store::open(common::config(f.dir.path(), &f.clock)).expect_err("damaged");
+        assert!(
+            matches!(err, subscriber_store::Error::Corrupt(_)),
+            "{err:?}"
+        );
+        std::fs::write(&log, &good).expect("restore the log");
+    }
+    let store = Store::open(common::config(f.dir.path(), &f.clock)).expect("restored");
+    assert!(store.get(&f.tenant, "u1").is_ok());
 }
