@@ -46,6 +46,21 @@ fn common_errors(mut responses: Value, codes: &[(&str, &str)]) -> Value {
     responses
 }
 
+const SUBSCRIBER_ID_RULE: &str =
+    "1 to 255 bytes of UTF-8, not only whitespace, without control characters";
+
+/// `maxLength` counts characters and the limit is in bytes: 63 characters
+/// always fit in 255 bytes; longer ids are accepted up to 255 bytes.
+fn subscriber_id_schema() -> Value {
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 63,
+        "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+        "description": SUBSCRIBER_ID_RULE
+    })
+}
+
 const AUTH: (&str, &str) = ("401", "Missing, malformed or unknown API key");
 const SERVER: (&str, &str) = ("500", "Internal error; `errorId` is in the server log");
 const BAD_ID: (&str, &str) = (
@@ -166,9 +181,9 @@ pub fn document() -> Value {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "`ApiKey <key>`"}
             },
             "parameters": {
-                "subscriberId": {"name": "subscriberId", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
-                "idempotencyKey": {"name": "idempotency-key", "in": "header", "required": false, "description": "1 to 255 visible ASCII characters; replays the first outcome", "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
-                "ifMatch": {"name": "If-Match", "in": "header", "required": false, "description": "Apply only if `__v` is this version: `\"3\"` or `3`", "schema": {"type": "string"}}
+                "subscriberId": {"name": "subscriberId", "in": "path", "required": true, "description": SUBSCRIBER_ID_RULE, "schema": subscriber_id_schema()},
+                "idempotencyKey": {"name": "idempotency-key", "in": "header", "required": false, "description": "1 to 255 visible ASCII characters (a quoted string is unquoted); the same key and request replays the first outcome", "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"}},
+                "ifMatch": {"name": "If-Match", "in": "header", "required": false, "description": "Apply only if `__v` is this version: `\"3\"` or `3`", "schema": {"type": "string", "pattern": "^(\"[0-9]{1,18}\"|[0-9]{1,18})$"}}
             },
             "schemas": schemas()
         }
@@ -196,7 +211,7 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["subscriberId"],
             "properties": {
-                "subscriberId": {"type": "string", "minLength": 1, "maxLength": 255},
+                "subscriberId": subscriber_id_schema(),
                 "firstName": string, "lastName": string,
                 "email": {"type": "string", "nullable": true},
                 "phone": string, "avatar": string, "locale": string, "timezone": string,

@@ -1,0 +1,49 @@
+//! Schemathesis (pinned in tests/schemathesis/requirements.txt, installed in
+//! .venv by scripts/test) generates requests from `/openapi.json` and checks
+//! every answer against the document. Fails, never skips, when it is missing.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{KEY, Server};
+
+#[test]
+fn responses_conform_to_the_openapi_document() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schemathesis = root.join(".venv/bin/schemathesis");
+    assert!(
+        schemathesis.exists(),
+        "schemathesis is not installed: run scripts/test (it creates .venv)"
+    );
+    let data = tempfile::tempdir().expect("dir");
+    let server = Server::start(data.path(), &["--durability", "relaxed"]);
+    let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261126".into());
+    let output = Command::new(&schemathesis)
+        .arg("run")
+        .arg(format!("http://{}/openapi.json", server.addr))
+        .args(["--header", &format!("Authorization: ApiKey {KEY}")])
+        .args(["--checks", "all"])
+        // Both flag intended state-dependent answers: a valid request with a
+        // reused idempotency key (422) or a stale If-Match (412) is refused,
+        // and a replayed create answers what happened then, even if the
+        // subscriber was deleted since (SPEC section 6).
+        .args([
+            "--exclude-checks",
+            "positive_data_acceptance,ensure_resource_availability",
+        ])
+        .args(["--max-examples", "25", "--seed", &seed])
+        .env("NO_COLOR", "1")
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        .output()
+        .expect("run schemathesis");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "schemathesis found responses that do not conform"
+    );
+    assert!(stdout.contains("passed"), "schemathesis ran no test case");
+    assert!(server.terminate().success());
+}
