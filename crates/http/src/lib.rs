@@ -19,6 +19,8 @@
 
 mod error;
 mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handlers;
 mod openapi;
 mod router;
