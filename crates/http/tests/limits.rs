@@ -117,3 +117,33 @@ fn connections_over_the_limit_get_503_and_others_still_work() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(s.send("GET", "/v1/health-check", &[], None).status, 200);
 }
+
+#[test]
+fn idle_connections_holding_every_slot_are_cut_off_and_stop_starving_others() {
+    let s = TestServer::with_config(ServerConfig {
+        max_connections: 4,
+        header_read_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
+    });
+    // Four clients connect and send nothing, holding every slot.
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(s.addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(s.send("GET", "/v1/health-check", &[], None).status, 503);
+    // After the header timeout the server has hung up on them ...
+    std::thread::sleep(Duration::from_millis(1500));
+    for mut stream in idle.iter() {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut buf = Vec::new();
+        assert!(
+            stream.read_to_end(&mut buf).is_ok(),
+            "idle connection still open"
+        );
+    }
+    // ... so a well-behaved client is served although they never closed.
+    assert_eq!(s.send("GET", "/v1/health-check", &[], None).status, 200);
+    drop(idle);
+}
