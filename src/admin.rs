@@ -79,13 +79,19 @@ fn list(store: &Store) -> subscriber_store::Result<Response> {
     Ok(Response::Listed { keys })
 }
 
-/// Serves the admin socket until the task is dropped.
-pub async fn serve(path: PathBuf, store: Store) -> std::io::Result<()> {
+/// Binds the admin socket (call before announcing the server, so a key
+/// command run right after finds it).
+pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     // A socket file left by a server that died is stale: we hold the sled
     // lock, so no live server owns it.
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the admin socket until the task is dropped.
+pub async fn serve(listener: tokio::net::UnixListener, store: Store) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let store = store.clone();

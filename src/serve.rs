@@ -52,7 +52,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
         let shutdown = shutdown_signal()?;
         let admin_path = admin::socket_path(&args.data);
-        let admin_task = tokio::spawn(admin::serve(admin_path.clone(), store.clone()));
+        let admin_listener = admin::bind(&admin_path)
+            .map_err(|e| format!("cannot create {}: {e}", admin_path.display()))?;
+        let admin_task = tokio::spawn(admin::serve(admin_listener, store.clone()));
         tracing::info!(
             data = %args.data.display(),
             durability = ?args.durability,
