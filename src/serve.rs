@@ -11,12 +11,19 @@ use crate::admin;
 use crate::cli::{DurabilityArg, ServeArgs};
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
+    // Log lines are written by a background thread, so a request never waits
+    // for stderr; `_log_guard` flushes what is queued when `run` returns.
+    // Not lossy: under overload a request waits for the queue rather than
+    // losing its line.
+    let (writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 

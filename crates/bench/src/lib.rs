@@ -124,7 +124,8 @@ where
                     let began = Instant::now();
                     op(t, &mut rng);
                     if record {
-                        latencies.push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        latencies
+                            .push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                     }
                     ops += 1;
                 }
@@ -147,13 +148,23 @@ where
 /// Completed disk flush requests of the block device holding `path`
 /// (from /proc/diskstats), or `None` where the kernel does not say.
 pub fn disk_flushes(path: &Path) -> Option<u64> {
-    let out = Command::new("df").arg("--output=source").arg(path).output().ok()?;
-    let source = String::from_utf8_lossy(&out.stdout).lines().nth(1)?.trim().to_owned();
+    let out = Command::new("df")
+        .arg("--output=source")
+        .arg(path)
+        .output()
+        .ok()?;
+    let source = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)?
+        .trim()
+        .to_owned();
     let device = source.rsplit('/').next()?.to_owned();
     let stats = std::fs::read_to_string("/proc/diskstats").ok()?;
     // Flushes are counted on the whole disk: try the device, then without
     // a trailing partition number.
-    let whole = device.trim_end_matches(|c: char| c.is_ascii_digit()).to_owned();
+    let whole = device
+        .trim_end_matches(|c: char| c.is_ascii_digit())
+        .to_owned();
     for name in [device.as_str(), whole.as_str()] {
         for line in stats.lines() {
             let parts: Vec<&str> = line.split_whitespace().collect();
@@ -207,7 +218,11 @@ pub fn in_child(args: &[String]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .last()

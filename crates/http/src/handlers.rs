@@ -9,7 +9,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, ETAG, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use serde_json::json;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use subscriber_store::{Command, Idempotency, Store, Subscriber, Tenant, Timestamp};
@@ -18,7 +17,7 @@ use crate::ServerConfig;
 use crate::error::{ApiError, from_store};
 use crate::extract;
 use crate::router::{self, Endpoint, Matched};
-use crate::wire::{self, SubscriberDto};
+use crate::wire::{self, Envelope, SubscriberDto};
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -58,8 +57,10 @@ fn document_reply(status: StatusCode, doc: &Subscriber) -> Result<Reply, ApiErro
         ),
         None => None,
     };
-    let body = serde_json::to_vec(&json!({ "data": SubscriberDto::new(doc, data.as_deref()) }))
-        .map_err(|e| ApiError::internal(&e))?;
+    let body = serde_json::to_vec(&Envelope {
+        data: SubscriberDto::new(doc, data.as_deref()),
+    })
+    .map_err(|e| ApiError::internal(&e))?;
     let mut response = json_reply(status, body.into());
     let etag = HeaderValue::from_str(&format!("\"{}\"", doc.version))
         .map_err(|e| ApiError::internal(&e))?;
@@ -108,7 +109,7 @@ async fn dispatch(
         (Endpoint::Delete, Some(id)) => {
             let expected = extract::if_match(request.headers())?;
             let store = state.store.clone();
-            blocking(move || store.delete(&tenant, &id, expected))
+            blocking(&state.store, move || store.delete(&tenant, &id, expected))
                 .await?
                 .map_err(|e| from_store(&e, None))?;
             Ok(json_reply(
@@ -198,7 +199,7 @@ async fn write_inner(
         Idempotency::with_fingerprint(checked.clone(), h.finalize().into())
     });
     let shown_key = key.map(|(shown, _)| shown);
-    let executed = blocking(move || match idempotency {
+    let executed = blocking(&state.store, move || match idempotency {
         Some(once) => store.execute_once(&tenant, command, expected, &once),
         None => Ok(subscriber_store::Executed {
             outcome: store.execute(&tenant, command, expected),
@@ -228,11 +229,16 @@ async fn write_inner(
     Ok(reply)
 }
 
-/// Runs a store call on the blocking pool: a durable write waits for a disk
-/// flush and must not hold up the async workers.
+/// Runs a store write. A durable write waits for a disk flush, so it goes to
+/// the blocking pool and does not hold up the async workers; a relaxed write
+/// only commits in memory and runs in place.
 async fn blocking<T: Send + 'static>(
+    store: &Store,
     call: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
+    if !store.waits_for_disk() {
+        return Ok(call());
+    }
     tokio::task::spawn_blocking(call)
         .await
         .map_err(|e| ApiError::internal(&e))

@@ -12,6 +12,12 @@ use subscriber_store::{
 
 use crate::error::{ApiError, field_error};
 
+/// Novu's success envelope: `{"data": ...}` and nothing else.
+#[derive(Serialize)]
+pub(crate) struct Envelope<T> {
+    pub data: T,
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SubscriberDto<'a> {

@@ -316,6 +316,13 @@ impl Store {
         Ok((key, now, fresh_id))
     }
 
+    /// Whether a write waits for the disk before it returns (durable mode on
+    /// a persistent store): callers on an async runtime should then run
+    /// writes where blocking is allowed.
+    pub fn waits_for_disk(&self) -> bool {
+        matches!(self.shared.barrier, WriteBarrier::GroupCommit { .. })
+    }
+
     /// Completed group-commit rounds since open: each is one sled flush plus
     /// one fdatasync. 0 in relaxed mode and for temporary stores.
     pub fn flush_rounds(&self) -> u64 {

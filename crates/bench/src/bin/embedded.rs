@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use subscriber_bench::{Rng, decode, document, encode, in_child, median, set_online, subscriber_id, timed};
+use subscriber_bench::{
+    Rng, decode, document, encode, in_child, median, set_online, subscriber_id, timed,
+};
 use subscriber_store::{
     Command, Config, Durability, Idempotency, IdempotencyKey, Store, SubscriberInput, Timestamp,
 };
@@ -22,7 +24,12 @@ fn main() {
         let threads = args[2].parse().unwrap();
         let subscribers = args[3].parse().unwrap();
         let millis = args[4].parse().unwrap();
-        let run = one(&args[1], threads, subscribers, Duration::from_millis(millis));
+        let run = one(
+            &args[1],
+            threads,
+            subscribers,
+            Duration::from_millis(millis),
+        );
         println!("{} {}", run.ops, run.seconds);
         return;
     }
@@ -65,7 +72,12 @@ fn main() {
     }
 }
 
-fn one(variant: &str, threads: usize, subscribers: u64, duration: Duration) -> subscriber_bench::Run {
+fn one(
+    variant: &str,
+    threads: usize,
+    subscribers: u64,
+    duration: Duration,
+) -> subscriber_bench::Run {
     let dir = tempfile::tempdir().unwrap();
     let now = Timestamp::from_millis(1_795_687_200_000);
     match variant {
@@ -93,7 +105,11 @@ fn one(variant: &str, threads: usize, subscribers: u64, duration: Duration) -> s
                         tree.insert(&key, new).unwrap();
                         break;
                     }
-                    if tree.compare_and_swap(&key, Some(old), Some(new)).unwrap().is_ok() {
+                    if tree
+                        .compare_and_swap(&key, Some(old), Some(new))
+                        .unwrap()
+                        .is_ok()
+                    {
                         break;
                     }
                 }
@@ -125,8 +141,13 @@ fn one(variant: &str, threads: usize, subscribers: u64, duration: Duration) -> s
                 if keyed {
                     let seq = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let key = IdempotencyKey::new(format!("bench-{t}-{seq}")).unwrap();
-                    let command = Command::SetOnline { subscriber_id: id, online };
-                    store.execute_once(&tenant, command, None, &Idempotency::new(key)).unwrap();
+                    let command = Command::SetOnline {
+                        subscriber_id: id,
+                        online,
+                    };
+                    store
+                        .execute_once(&tenant, command, None, &Idempotency::new(key))
+                        .unwrap();
                 } else {
                     store.set_online(&tenant, &id, online, None).unwrap();
                 }

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Runs every benchmark and writes BENCHMARKS.md (and benches/durable.png).
+# Peers run in the same script on the same machine; read the ratios, not the
+# absolute figures: these machines are noisy and have 2 cores.
+#   benches/run.sh            full run (about 6 minutes after the build)
+#   QUICK=1 benches/run.sh    shorter runs, for trying the script
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v wrk >/dev/null || ! command -v gnuplot >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq wrk gnuplot-nox >/dev/null
+fi
+cargo build --release --locked -p subscriber-bench -p subscriberd 2>&1 | tail -1
+
+bin=target/release
+work=$(mktemp -d "${TMPDIR:-/tmp}/subscriberd-bench.XXXXXX")
+export BENCH_DIR="$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+if [ -n "${QUICK:-}" ]; then secs=1; reps=1; wrk_secs=3; n=20000; else secs=2; reps=3; wrk_secs=10; n=100000; fi
+key=bench-key-0123456789abcdef
+
+embedded=$("$bin/embedded" "$n" "$secs" "$reps")
+durable=$("$bin/durable" "$n" "$((secs + 1))" --csv "$work/durable.csv")
+scale=$("$bin/scale" "$((secs + 1))")
+
+# HTTP: start a server in the background (in this shell, so its pid is
+# kept), wait for "listening on http://ADDR" in its log.
+start() {
+    local log=$1; shift
+    "$@" >"$log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 200); do
+        grep -q "listening on http://" "$log" && return
+        sleep 0.1
+    done
+    echo "server did not start: $(cat "$log")" >&2
+    exit 1
+}
+addr_of() { grep -o "listening on http://[0-9.:]*" "$1" | head -1 | sed 's/.*http:\/\///'; }
+
+# One wrk run: prints "requests/s p50_ms p99_ms non2xx".
+load() {
+    local addr=$1 mode=$2 out
+    out=$(KEY=$key SUBSCRIBERS=$n MODE=$mode wrk -t2 -c64 -d"${wrk_secs}s" --latency -s benches/wrk.lua "http://$addr")
+    echo "$out" | awk '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        /Requests\/sec/ { rps = $2 }
+        /^ +50%/ { p50 = ms($2) }
+        /^ +99%/ { p99 = ms($2) }
+        /Non-2xx/ { bad = $NF }
+        END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad + 0 }'
+}
+
+declare -A result
+start "$work/fixed.log" "$bin/fixed_server" 127.0.0.1:0
+fixed_addr=$(addr_of "$work/fixed.log")
+for mode in patch replay get; do result[fixed,$mode]=$(load "$fixed_addr" "$mode"); done
+for durability in relaxed durable; do
+    "$bin/populate" "$work/data-$durability" "$n" "$key"
+    start "$work/$durability.log" "$bin/subscriberd" serve --listen 127.0.0.1:0 \
+        --data "$work/data-$durability" --durability "$durability"
+    addr=$(addr_of "$work/$durability.log")
+    for mode in patch replay get; do result[$durability,$mode]=$(load "$addr" "$mode"); done
+    kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+done
+
+http_table() {
+    echo "| workload | server | requests/s | p50 (ms) | p99 (ms) | non-2xx | ÷ fixed-response server |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+    for mode in patch replay get; do
+        read -r f_rps f_p50 f_p99 f_bad <<<"${result[fixed,$mode]}"
+        echo "| $mode | fixed response | $f_rps | $f_p50 | $f_p99 | $f_bad | 100% |"
+        for durability in relaxed durable; do
+            read -r rps p50 p99 bad <<<"${result[$durability,$mode]}"
+            echo "| $mode | subscriberd $durability | $rps | $p50 | $p99 | $bad | $(awk "BEGIN { printf \"%.0f%%\", 100 * $rps / $f_rps }") |"
+        done
+    done
+}
+http=$(http_table)
+
+gnuplot <<PLOT
+set terminal pngcairo size 800,500 noenhanced
+set output 'benches/durable.png'
+set title 'Durable (power-loss safe) presence writes'
+set xlabel 'concurrent writers'
+set ylabel 'acknowledged writes per second'
+set logscale x 2
+set logscale y 10
+set key top left
+set grid
+plot for [col=2:5] '$work/durable.csv' using 1:col with linespoints lw 2 title columnhead(col)
+PLOT
+
+machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), Linux $(uname -r), disk $(df --output=source "$work" | tail -1)"
+cat > BENCHMARKS.md <<MD
+# Benchmarks
+
+Written by \`benches/run.sh\` on $(date -u +%Y-%m-%d). Machine: $machine.
+Versions: $(rustc --version), sled 0.34.7, SQLite $("$bin/durable" --sqlite-version 2>/dev/null || echo "bundled with rusqlite 0.37"), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2).
+Every comparison ran in the same script on the same machine, each measurement
+in its own process; the load generator shares the 2 cores with the server.
+Read ratios, not absolute figures.
+
+## Embedded presence writes, relaxed mode
+
+\`target/release/embedded $n $secs $reps\`: $n subscribers, a random one per
+write, medians of $reps runs of ${secs} s. Raw sled on the same documents:
+(a) get, decode, modify, encode, insert; (b) the same with
+\`compare_and_swap\`. Targets: no key >= 75% of raw CAS, with key >= 40%.
+
+$embedded
+
+## Durable presence writes (power-loss safe)
+
+\`target/release/durable $n $((secs + 1))\`: ours (group commit of sled
+\`flush()\` + fdatasync); raw sled with \`flush()\` + fdatasync per write;
+SQLite WAL \`synchronous=FULL\`, one transaction per write; the raw rate of
+a 4 KiB write + fdatasync. Disk flushes per acknowledged write are read from
+/proc/diskstats. Targets at 64 writers: >= 3x sled per-write flush, >= 5x
+SQLite FULL, <= 0.1 flushes per acknowledged write.
+
+$durable
+
+![durable throughput against writers](benches/durable.png)
+
+## Scale
+
+\`target/release/scale $((secs + 1))\`: the relaxed single-writer presence
+write at each size, with bytes on disk per subscriber and peak RSS.
+
+$scale
+
+## Over HTTP
+
+\`wrk -t2 -c64 -d${wrk_secs}s --latency -s benches/wrk.lua\` on 127.0.0.1
+against subscriberd (relaxed and durable, $n subscribers) and a minimal hyper
+server answering every request with a fixed body of the same size. patch:
+random subscriber, random presence; replay: one idempotency key, the same
+request each time; get: random subscriber. Targets: relaxed >= 60% of the
+fixed-response server, durable >= 40%.
+
+$http
+MD
+echo "wrote BENCHMARKS.md"
