@@ -1,20 +1,19 @@
-//! When a write is durable. In `durable` mode one flusher thread serves every
-//! waiting writer per round of sled `flush()` plus `fdatasync` of sled's log
-//! file (group commit); in `relaxed` mode and for temporary stores nobody waits.
+//! When a write is durable. In `durable` mode each round of sled `flush()`
+//! plus `fdatasync` of sled's log file serves every writer waiting for it
+//! (group commit, run by the first waiter); in `relaxed` mode and for
+//! temporary stores nobody waits.
 //!
 //! Protocol: a writer commits to sled in memory, then takes a sequence number
-//! from `committed` and waits until `durable` reaches it. The flusher reads
-//! `committed` *before* it starts a round, so every write whose sequence number
-//! it read had completed its in-memory commit before the round began, and the
+//! from `committed` and waits until `durable` reaches it. A round reads
+//! `committed` *before* it starts, so every write whose sequence number it
+//! read had completed its in-memory commit before the round began, and the
 //! round covers it.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -85,14 +84,13 @@ impl Syncer {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Highest sequence number some writer waits for.
-    requested: u64,
+    /// A writer is running a flush round now.
+    flushing: bool,
     /// Every write with a sequence number up to this is on disk.
     durable: u64,
     /// The last failed round covered writes up to this.
     failed_through: u64,
     last_error: String,
-    shutdown: bool,
     /// Completed rounds, for tests and metrics.
     rounds: u64,
 }
@@ -101,8 +99,8 @@ struct State {
 pub(crate) struct Shared {
     committed: AtomicU64,
     state: Mutex<State>,
-    work: Condvar,
     done: Condvar,
+    syncer: Syncer,
 }
 
 /// The durability point of a store.
@@ -111,28 +109,17 @@ pub(crate) enum WriteBarrier {
     /// Acknowledge after the in-memory commit.
     Immediate,
     /// Acknowledge after a group flush that covers the write.
-    GroupCommit {
-        shared: Arc<Shared>,
-        flusher: Option<JoinHandle<()>>,
-    },
+    GroupCommit(Box<Shared>),
 }
 
 impl WriteBarrier {
-    pub(crate) fn group_commit(syncer: Syncer) -> Result<Self> {
-        let shared = Arc::new(Shared {
+    pub(crate) fn group_commit(syncer: Syncer) -> Self {
+        WriteBarrier::GroupCommit(Box::new(Shared {
             committed: AtomicU64::new(0),
             state: Mutex::new(State::default()),
-            work: Condvar::new(),
             done: Condvar::new(),
-        });
-        let for_thread = Arc::clone(&shared);
-        let flusher = std::thread::Builder::new()
-            .name("subscriber-store-flusher".into())
-            .spawn(move || run_flusher(&for_thread, &syncer))?;
-        Ok(WriteBarrier::GroupCommit {
-            shared,
-            flusher: Some(flusher),
-        })
+            syncer,
+        }))
     }
 
     /// Call after a write's in-memory commit; returns once it is durable.
@@ -143,7 +130,7 @@ impl WriteBarrier {
     pub(crate) fn wait_committed(&self) -> Result<()> {
         match self {
             WriteBarrier::Immediate => Ok(()),
-            WriteBarrier::GroupCommit { shared, .. } => {
+            WriteBarrier::GroupCommit(shared) => {
                 let seq = shared.committed.fetch_add(1, Ordering::SeqCst) + 1;
                 wait_for(shared, seq)
             }
@@ -155,7 +142,7 @@ impl WriteBarrier {
     pub(crate) fn wait_all(&self) -> Result<()> {
         match self {
             WriteBarrier::Immediate => Ok(()),
-            WriteBarrier::GroupCommit { shared, .. } => {
+            WriteBarrier::GroupCommit(shared) => {
                 let seq = shared.committed.load(Ordering::SeqCst);
                 wait_for(shared, seq)
             }
@@ -166,20 +153,18 @@ impl WriteBarrier {
     pub(crate) fn rounds(&self) -> u64 {
         match self {
             WriteBarrier::Immediate => 0,
-            WriteBarrier::GroupCommit { shared, .. } => shared.state.lock().rounds,
+            WriteBarrier::GroupCommit(shared) => shared.state.lock().rounds,
         }
     }
 }
 
+/// Leader/follower group commit: a waiter whose write is not yet durable
+/// either runs the next flush round itself (when none is running) or
+/// sleeps until the running one ends. A round covers every write that had
+/// committed when it read `committed`, so one round serves all the writers
+/// that queued behind the previous one, with no thread handoff.
 fn wait_for(shared: &Shared, seq: u64) -> Result<()> {
     let mut state = shared.state.lock();
-    if state.durable >= seq {
-        return Ok(());
-    }
-    if state.requested < seq {
-        state.requested = seq;
-        shared.work.notify_one();
-    }
     loop {
         if state.durable >= seq {
             return Ok(());
@@ -190,24 +175,18 @@ fn wait_for(shared: &Shared, seq: u64) -> Result<()> {
                 state.last_error
             )));
         }
-        shared.done.wait(&mut state);
-    }
-}
-
-fn run_flusher(shared: &Shared, syncer: &Syncer) {
-    loop {
-        let target = {
-            let mut state = shared.state.lock();
-            while state.requested <= state.durable.max(state.failed_through) && !state.shutdown {
-                shared.work.wait(&mut state);
-            }
-            if state.shutdown && state.requested <= state.durable.max(state.failed_through) {
-                return;
-            }
-            shared.committed.load(Ordering::SeqCst)
-        };
-        let result = syncer.sync();
-        let mut state = shared.state.lock();
+        if state.flushing {
+            shared.done.wait(&mut state);
+            continue;
+        }
+        state.flushing = true;
+        // Read under the lock, before the flush starts: every write counted
+        // here finished its in-memory commit before the round began.
+        let target = shared.committed.load(Ordering::SeqCst);
+        drop(state);
+        let result = shared.syncer.sync();
+        state = shared.state.lock();
+        state.flushing = false;
         state.rounds += 1;
         match result {
             Ok(()) => state.durable = state.durable.max(target),
@@ -217,18 +196,5 @@ fn run_flusher(shared: &Shared, syncer: &Syncer) {
             }
         }
         shared.done.notify_all();
-    }
-}
-
-impl Drop for WriteBarrier {
-    fn drop(&mut self) {
-        if let WriteBarrier::GroupCommit { shared, flusher } = self {
-            shared.state.lock().shutdown = true;
-            shared.work.notify_all();
-            if let Some(handle) = flusher.take() {
-                // A panicked flusher has nothing left to clean up.
-                let _ = handle.join();
-            }
-        }
     }
 }

@@ -32,7 +32,6 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Shared {
-    // Dropped first: the flusher thread stops before the trees go away.
     barrier: WriteBarrier,
     trees: Trees,
     db: sled::Db,
@@ -141,7 +140,7 @@ impl Store {
                 // directory entries sled may have just created too.
                 syncer.sync()?;
                 File::open(path)?.sync_all()?;
-                WriteBarrier::group_commit(syncer)?
+                WriteBarrier::group_commit(syncer)
             }
             _ => WriteBarrier::Immediate,
         };
@@ -320,7 +319,7 @@ impl Store {
     /// a persistent store): callers on an async runtime should then run
     /// writes where blocking is allowed.
     pub fn waits_for_disk(&self) -> bool {
-        matches!(self.shared.barrier, WriteBarrier::GroupCommit { .. })
+        matches!(self.shared.barrier, WriteBarrier::GroupCommit(_))
     }
 
     /// Completed group-commit rounds since open: each is one sled flush plus
