@@ -10,7 +10,6 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, ETAG, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 use subscriber_store::{Command, Idempotency, Store, Subscriber, Tenant, Timestamp};
 
 use crate::ServerConfig;
@@ -109,7 +108,7 @@ async fn dispatch(
         (Endpoint::Delete, Some(id)) => {
             let expected = extract::if_match(request.headers())?;
             let store = state.store.clone();
-            blocking(&state.store, move || store.delete(&tenant, &id, expected))
+            run_write(&state.store, move || store.delete(&tenant, &id, expected))
                 .await?
                 .map_err(|e| from_store(&e, None))?;
             Ok(json_reply(
@@ -135,15 +134,13 @@ async fn write(
     let echo = key.as_ref().map(|(shown, _)| shown.clone());
     let mut reply = match write_inner(state, request, matched, tenant, subscriber_id, key).await {
         Ok(reply) => reply,
-        Err((error, at)) => error_reply(&error, path, at.unwrap_or_else(|| state.store.now())),
+        Err(error) => error_reply(&error, path, state.store.now()),
     };
     if let Some(value) = echo.and_then(|k| HeaderValue::from_str(&k).ok()) {
         reply.headers_mut().insert("idempotency-key", value);
     }
     Ok(reply)
 }
-
-type Failure = (ApiError, Option<Timestamp>);
 
 async fn write_inner(
     state: &State,
@@ -152,16 +149,13 @@ async fn write_inner(
     tenant: Tenant,
     subscriber_id: Option<String>,
     key: Option<(String, subscriber_store::IdempotencyKey)>,
-) -> Result<Reply, Failure> {
-    let now = |e: ApiError| (e, None);
+) -> Result<Reply, ApiError> {
     let (parts, body) = request.into_parts();
-    let bytes = extract::body(&parts.headers, body, state.config.max_body_bytes)
-        .await
-        .map_err(now)?;
-    let json = wire::parse_json(&bytes).map_err(now)?;
+    let bytes = extract::body(&parts.headers, body, state.config.max_body_bytes).await?;
+    let json = wire::parse_json(&bytes)?;
     let (command, status) = match (matched.endpoint, &subscriber_id) {
         (Endpoint::UpdateOnlineStatus, Some(id)) => {
-            let online = wire::presence(&json).map_err(now)?;
+            let online = wire::presence(&json)?;
             let command = Command::SetOnline {
                 subscriber_id: id.clone(),
                 online,
@@ -169,9 +163,9 @@ async fn write_inner(
             (command, StatusCode::OK)
         }
         (endpoint, _) => {
-            let input = wire::create_body(&json).map_err(now)?;
+            let input = wire::create_body(&json)?;
             let fail_if_exists = match endpoint {
-                Endpoint::CreateV2 => extract::fail_if_exists(parts.uri.query()).map_err(now)?,
+                Endpoint::CreateV2 => extract::fail_if_exists(parts.uri.query())?,
                 _ => false,
             };
             let command = Command::Upsert {
@@ -181,25 +175,23 @@ async fn write_inner(
             (command, StatusCode::CREATED)
         }
     };
-    let expected = extract::if_match(&parts.headers).map_err(now)?;
+    let expected = extract::if_match(&parts.headers)?;
 
     let store = state.store.clone();
     let idempotency = key.as_ref().map(|(_, checked)| {
-        let mut h = Sha256::new();
-        for part in [
-            parts.method.as_str(),
-            matched.pattern,
-            subscriber_id.as_deref().unwrap_or_default(),
-            parts.uri.query().unwrap_or_default(),
-        ] {
-            h.update(part.as_bytes());
-            h.update([0]);
-        }
-        h.update(wire::canonical(&json).to_string().as_bytes());
-        Idempotency::with_fingerprint(checked.clone(), h.finalize().into())
+        let fingerprint = wire::fingerprint(
+            &[
+                parts.method.as_str(),
+                matched.pattern,
+                subscriber_id.as_deref().unwrap_or_default(),
+                parts.uri.query().unwrap_or_default(),
+            ],
+            &json,
+        );
+        Idempotency::with_fingerprint(checked.clone(), fingerprint)
     });
     let shown_key = key.map(|(shown, _)| shown);
-    let executed = blocking(&state.store, move || match idempotency {
+    let executed = run_write(&state.store, move || match idempotency {
         Some(once) => store.execute_once(&tenant, command, expected, &once),
         None => Ok(subscriber_store::Executed {
             outcome: store.execute(&tenant, command, expected),
@@ -207,12 +199,11 @@ async fn write_inner(
             executed_at: store.now(),
         }),
     })
-    .await
-    .map_err(now)?
-    .map_err(|e| (from_store(&e, shown_key.as_deref()), None))?;
+    .await?
+    .map_err(|e| from_store(&e, shown_key.as_deref()))?;
 
     let mut reply = match &executed.outcome {
-        Ok(doc) => document_reply(status, doc).map_err(now)?,
+        Ok(doc) => document_reply(status, doc)?,
         // An outcome the write executed to (404, 412, 409): rendered with the
         // time it executed, so a replay's body is the same bytes.
         Err(e) => error_reply(
@@ -232,7 +223,7 @@ async fn write_inner(
 /// Runs a store write. A durable write waits for a disk flush, so it goes to
 /// the blocking pool and does not hold up the async workers; a relaxed write
 /// only commits in memory and runs in place.
-async fn blocking<T: Send + 'static>(
+async fn run_write<T: Send + 'static>(
     store: &Store,
     call: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {

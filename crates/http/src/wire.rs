@@ -393,6 +393,20 @@ fn credentials(p: &mut Problems, prefix: &str, c: &Map<String, Value>) -> Option
     })
 }
 
+/// The identity of a request for idempotency (SPEC section 6): its parts
+/// (method, route, decoded subscriber id, query) and its body re-serialised
+/// with sorted keys.
+pub(crate) fn fingerprint(parts: &[&str], body: &Value) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(canonical(body).to_string().as_bytes());
+    h.finalize().into()
+}
+
 /// The canonical form of a JSON body for fingerprints: object keys sorted.
 pub(crate) fn canonical(value: &Value) -> Value {
     match value {
