@@ -4,13 +4,12 @@
 //! the same sled transaction as the write it describes.
 
 use sha2::{Digest, Sha256};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use crate::batch::Entry;
 use crate::clock::Timestamp;
 use crate::error::{Entity, Error, Result};
 use crate::layout;
-use crate::store::{Change, Command, Store, decide};
+use crate::store::{Command, Store, decide};
 use crate::subscriber::{Subscriber, Version};
 use crate::tenancy::Tenant;
 
@@ -261,37 +260,27 @@ impl Store {
         };
         let record_bytes = layout::encode(&record)?;
         let expiry_key = layout::expiry_key(expires_at, &record_key);
-        let trees = self.trees();
-        (
-            &trees.subscribers,
-            &trees.idempotency,
-            &trees.idempotency_expiry,
-        )
-            .transaction(|(subscribers, records, expiry)| {
-                match &change {
-                    Some(Change::Put(bytes)) => {
-                        subscribers.insert(doc_key.as_slice(), bytes.as_slice())?;
-                    }
-                    Some(Change::Remove) => {
-                        subscribers.remove(doc_key.as_slice())?;
-                    }
-                    None => {}
-                }
-                records.insert(record_key.as_slice(), record_bytes.as_slice())?;
-                expiry.insert(expiry_key.as_slice(), &[][..])?;
-                Ok::<(), ConflictableTransactionError<Error>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => Error::from(e),
-            })?;
+        // The document change, the record and its expiry entry commit in one
+        // sled transaction (shared with other writers waiting at the moment).
+        self.batcher().commit(
+            self.trees(),
+            Entry {
+                doc_key,
+                change,
+                record_key,
+                record: record_bytes,
+                expiry_key,
+            },
+        )?;
         drop(doc_lock);
         drop(key_lock);
 
         self.barrier().wait_committed()?;
         // Purging is housekeeping: its failure must not fail a committed write,
         // and the next write (or `purge_expired`) retries it.
-        let _ = self.purge_expired(PURGE_BATCH);
+        if now >= self.next_expiry() {
+            let _ = self.purge_expired(PURGE_BATCH);
+        }
         Ok(Executed {
             outcome,
             replayed: false,
@@ -325,6 +314,9 @@ impl Store {
         let now = self.now();
         let trees = self.trees();
         let mut removed = 0;
+        // Nothing left to read means the next record to expire is one written
+        // from now on, which expires a full TTL from now at the earliest.
+        let mut next = now.saturating_add(self.idempotency_ttl());
         for entry in trees.idempotency_expiry.iter().take(limit) {
             let (key, _) = entry?;
             let Some((expires_at, record_key)) = layout::split_expiry_key(&key) else {
@@ -332,8 +324,11 @@ impl Store {
                 continue;
             };
             if expires_at > now {
+                next = expires_at;
                 break;
             }
+            // Stopped by the limit: the rest may have expired already.
+            next = now;
             if let Some(bytes) = trees.idempotency.get(record_key)? {
                 let record: IdempotencyRecord = layout::decode(&bytes)?;
                 // A newer record under the same key has its own expiry entry;
@@ -349,6 +344,7 @@ impl Store {
             }
             trees.idempotency_expiry.remove(&key)?;
         }
+        self.set_next_expiry(next);
         Ok(removed)
     }
 

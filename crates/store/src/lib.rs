@@ -33,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod batch;
 mod clock;
 mod config;
 mod durability;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::batch::Batcher;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{Config, Durability};
 use crate::durability::{Syncer, WriteBarrier};
@@ -33,6 +34,7 @@ pub struct Store {
 #[derive(Debug)]
 struct Shared {
     barrier: WriteBarrier,
+    batcher: Batcher,
     trees: Trees,
     db: sled::Db,
     /// `None` for a temporary store.
@@ -41,6 +43,9 @@ struct Shared {
     stripes: Box<[Mutex<()>]>,
     idempotency_stripes: Box<[Mutex<()>]>,
     idempotency_ttl: std::time::Duration,
+    /// No idempotency record expires before this (ms); 0 until a purge has
+    /// looked. Lets writes skip the purge scan until something can expire.
+    next_expiry: std::sync::atomic::AtomicU64,
     stripe_hasher: std::collections::hash_map::RandomState,
     bootstrap: Mutex<()>,
 }
@@ -93,6 +98,7 @@ impl Command {
 }
 
 /// What a decided command does to the stored document.
+#[derive(Debug)]
 pub(crate) enum Change {
     Put(Vec<u8>),
     Remove,
@@ -147,6 +153,7 @@ impl Store {
         Ok(Store {
             shared: Arc::new(Shared {
                 barrier,
+                batcher: Batcher::default(),
                 trees,
                 db,
                 data_dir: config.path,
@@ -154,6 +161,7 @@ impl Store {
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 idempotency_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 idempotency_ttl: config.idempotency_ttl,
+                next_expiry: std::sync::atomic::AtomicU64::new(0),
                 stripe_hasher: Default::default(),
                 bootstrap: Mutex::new(()),
             }),
@@ -363,6 +371,24 @@ impl Store {
 
     pub(crate) fn idempotency_ttl(&self) -> std::time::Duration {
         self.shared.idempotency_ttl
+    }
+
+    pub(crate) fn next_expiry(&self) -> Timestamp {
+        let millis = self
+            .shared
+            .next_expiry
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Timestamp::from_millis(millis)
+    }
+
+    pub(crate) fn set_next_expiry(&self, at: Timestamp) {
+        self.shared
+            .next_expiry
+            .store(at.as_millis(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn batcher(&self) -> &Batcher {
+        &self.shared.batcher
     }
 
     pub(crate) fn barrier(&self) -> &WriteBarrier {

@@ -375,3 +375,50 @@ fn key_syntax_is_checked() {
         );
     }
 }
+
+#[test]
+fn concurrent_keyed_writes_share_transactions_and_each_is_recorded() {
+    let ids = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let f = with_subscribers(&ids);
+    let threads: Vec<_> = (0..32)
+        .map(|t| {
+            let store = f.store.clone();
+            let tenant = f.tenant;
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|n| {
+                        let id = ids[(t + n) % ids.len()];
+                        let key = format!("t{t}-{n}");
+                        let done = store
+                            .execute_once(&tenant, online(id, n % 2 == 0), None, &once(&key))
+                            .expect("write");
+                        assert!(!done.replayed);
+                        (id, key, n % 2 == 0, done.outcome.expect("doc").version.0)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut by_subscriber: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    let mut all = Vec::new();
+    for t in threads {
+        for (id, key, on, v) in t.join().expect("thread") {
+            by_subscriber.entry(id).or_default().push(v);
+            all.push((id, key, on, v));
+        }
+    }
+    for (id, mut versions) in by_subscriber {
+        versions.sort_unstable();
+        let current = f.store.get(&f.tenant, id).expect("get").version.0;
+        assert_eq!(versions, (1..=current).collect::<Vec<_>>(), "{id}");
+    }
+    assert_eq!(f.store.idempotency_record_count(), 32 * 50);
+    for (id, key, on, v) in all {
+        let replay = f
+            .store
+            .execute_once(&f.tenant, online(id, on), None, &once(&key))
+            .expect("replay");
+        assert!(replay.replayed);
+        assert_eq!(replay.outcome.expect("doc").version.0, v);
+    }
+}
