@@ -159,3 +159,62 @@ pub(crate) fn from_store(error: &Error, idempotency_key: Option<&str>) -> ApiErr
         other => ApiError::internal(other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_carry_an_error_id_and_no_internals() {
+        let error = from_store(&Error::Storage("disk on fire at /var/x".into()), None);
+        assert_eq!(error.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let body = error.body("/v1/x", Timestamp::from_millis(0));
+        let id = body["errorId"].as_str().expect("errorId");
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+        assert!(!body.to_string().contains("disk on fire"));
+        assert_eq!(body["error"], "Internal Server Error");
+        assert_eq!(body["statusCode"], 500);
+    }
+
+    #[test]
+    fn every_store_error_maps_to_the_spec_status() {
+        let cases = [
+            (
+                Error::NotFound(Entity::Subscriber),
+                404,
+                "Subscriber not found",
+            ),
+            (Error::NotFound(Entity::ApiKey), 401, "API Key not found"),
+            (
+                Error::VersionConflict {
+                    expected: subscriber_store::Version(1),
+                    current: Some(subscriber_store::Version(2)),
+                },
+                412,
+                "If-Match expected version 1 but the subscriber is at version 2",
+            ),
+            (
+                Error::AlreadyExists {
+                    current: subscriber_store::Version(0),
+                },
+                409,
+                "Subscriber already exists",
+            ),
+            (
+                Error::IdempotencyKeyReused,
+                422,
+                "Request with key \"k\" is being reused for a different body",
+            ),
+            (
+                Error::InvalidIdempotencyKey(KeyProblem::TooLong),
+                400,
+                "idempotencyKey \"k\" has exceeded the maximum allowed length of 255 characters",
+            ),
+        ];
+        for (error, status, message) in cases {
+            let mapped = from_store(&error, Some("k"));
+            assert_eq!(mapped.status.as_u16(), status, "{error:?}");
+            assert_eq!(mapped.message, message);
+        }
+    }
+}
