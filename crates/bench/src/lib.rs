@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use subscriber_store::{ObjectId, Subscriber, Timestamp, Version};
+use subscriber_store::{ObjectId, Store, Subscriber, SubscriberInput, Tenant, Timestamp, Version};
 
 /// xorshift64*: deterministic per thread, cheap.
 #[derive(Debug, Clone)]
@@ -55,6 +55,18 @@ pub fn document(i: u64) -> Subscriber {
         version: Version(0),
         data: None,
         timezone: None,
+    }
+}
+
+/// Creates subscribers `0..n` in `store` with the fields of [`document`].
+pub fn fill(store: &Store, tenant: &Tenant, n: u64) {
+    for i in 0..n {
+        let doc = document(i);
+        let mut input = SubscriberInput::new(doc.subscriber_id);
+        input.first_name = doc.first_name;
+        input.last_name = doc.last_name;
+        input.email = doc.email;
+        store.upsert(tenant, input, None).unwrap();
     }
 }
 

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use subscriber_bench::{
     Rng, decode, disk_flushes, document, encode, in_child, set_online, subscriber_id, timed,
 };
-use subscriber_store::{Config, Durability, Store, SubscriberInput, Timestamp};
+use subscriber_store::{Config, Durability, Store, Timestamp};
 
 const VARIANTS: [&str; 4] = ["ours", "sled-flush", "sqlite", "fsync"];
 const WRITERS: [usize; 3] = [1, 8, 64];
@@ -152,14 +152,7 @@ fn one(
                 let org = store.create_organization("bench").unwrap();
                 store.create_environment(org.id, "bench").unwrap();
                 let tenant = store.environments().unwrap()[0].tenant();
-                for i in 0..subscribers {
-                    let doc = document(i);
-                    let mut input = SubscriberInput::new(doc.subscriber_id);
-                    input.first_name = doc.first_name;
-                    input.last_name = doc.last_name;
-                    input.email = doc.email;
-                    store.upsert(&tenant, input, None).unwrap();
-                }
+                subscriber_bench::fill(&store, &tenant, subscribers);
                 store.flush().unwrap();
             }
             let store = Store::open(Config::new(dir).durability(Durability::Durable)).unwrap();

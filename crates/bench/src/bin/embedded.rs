@@ -13,7 +13,7 @@ use subscriber_bench::{
     Rng, decode, document, encode, in_child, median, set_online, subscriber_id, timed,
 };
 use subscriber_store::{
-    Command, Config, Durability, Idempotency, IdempotencyKey, Store, SubscriberInput, Timestamp,
+    Command, Config, Durability, Idempotency, IdempotencyKey, Store, Timestamp,
 };
 
 const VARIANTS: [&str; 4] = ["raw-rmw", "raw-cas", "ours", "ours-key"];
@@ -124,14 +124,7 @@ fn one(
             .unwrap();
             let org = store.create_organization("bench").unwrap();
             let tenant = store.create_environment(org.id, "bench").unwrap().tenant();
-            for i in 0..subscribers {
-                let doc = document(i);
-                let mut input = SubscriberInput::new(doc.subscriber_id);
-                input.first_name = doc.first_name;
-                input.last_name = doc.last_name;
-                input.email = doc.email;
-                store.upsert(&tenant, input, None).unwrap();
-            }
+            subscriber_bench::fill(&store, &tenant, subscribers);
             let keyed = variant == "ours-key";
             let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
             timed(threads, duration, false, move |t, rng: &mut Rng| {

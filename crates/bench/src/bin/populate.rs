@@ -3,8 +3,7 @@
 //! subscribers (`subscriber-0000000`...), directly through the store.
 #![allow(clippy::unwrap_used)]
 
-use subscriber_bench::document;
-use subscriber_store::{Config, Durability, Store, SubscriberInput};
+use subscriber_store::{Config, Durability, Store};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -13,13 +12,6 @@ fn main() {
     let (env, _) = store.ensure_environment("Development").unwrap();
     store.add_key(env.id, key).unwrap();
     let tenant = env.tenant();
-    for i in 0..n {
-        let doc = document(i);
-        let mut input = SubscriberInput::new(doc.subscriber_id);
-        input.first_name = doc.first_name;
-        input.last_name = doc.last_name;
-        input.email = doc.email;
-        store.upsert(&tenant, input, None).unwrap();
-    }
+    subscriber_bench::fill(&store, &tenant, n);
     store.flush().unwrap();
 }

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use subscriber_bench::{Rng, dir_bytes, document, in_child, peak_rss_kib, subscriber_id, timed};
-use subscriber_store::{Config, Durability, Store, SubscriberInput};
+use subscriber_bench::{Rng, dir_bytes, in_child, peak_rss_kib, subscriber_id, timed};
+use subscriber_store::{Config, Durability, Store};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,14 +20,7 @@ fn main() {
         let store = Store::open(Config::new(dir.path()).durability(Durability::Relaxed)).unwrap();
         let org = store.create_organization("bench").unwrap();
         let tenant = store.create_environment(org.id, "bench").unwrap().tenant();
-        for i in 0..subscribers {
-            let doc = document(i);
-            let mut input = SubscriberInput::new(doc.subscriber_id);
-            input.first_name = doc.first_name;
-            input.last_name = doc.last_name;
-            input.email = doc.email;
-            store.upsert(&tenant, input, None).unwrap();
-        }
+        subscriber_bench::fill(&store, &tenant, subscribers);
         store.flush().unwrap();
         let writer = store.clone();
         let run = timed(
