@@ -214,19 +214,25 @@ impl Store {
         let mut raw = [0u8; 32];
         fill_random(&mut raw)?;
         let secret = hex(&raw);
+        let info = self.store_key(&env, &secret)?;
+        Ok(IssuedKey { secret, info })
+    }
+
+    /// Keeps the digest of `secret` as a key of `env`, durably.
+    fn store_key(&self, env: &Environment, secret: &str) -> Result<ApiKeyInfo> {
         let now = self.now();
         let info = ApiKeyInfo {
             id: ObjectId::generate(now)?,
             organization_id: env.organization_id,
             environment_id: env.id,
-            hint: secret[secret.len() - 4..].to_owned(),
+            hint: secret[secret.len().saturating_sub(4)..].to_owned(),
             created_at: now,
         };
         self.trees()
             .api_keys
-            .insert(digest(&secret), layout::encode(&info)?)?;
+            .insert(digest(secret), layout::encode(&info)?)?;
         self.barrier().wait_committed()?;
-        Ok(IssuedKey { secret, info })
+        Ok(info)
     }
 
     /// Registers a secret chosen by the operator (from a flag or environment
@@ -245,9 +251,7 @@ impl Store {
             ));
         }
         let env = self.environment(environment)?;
-        let api_keys = &self.trees().api_keys;
-        let digest = digest(secret);
-        if let Some(bytes) = api_keys.get(digest)? {
+        if let Some(bytes) = self.trees().api_keys.get(digest(secret))? {
             let info: ApiKeyInfo = layout::decode(&bytes)?;
             if info.environment_id != env.id {
                 return Err(Error::invalid(
@@ -257,17 +261,7 @@ impl Store {
             }
             return Ok(info);
         }
-        let now = self.now();
-        let info = ApiKeyInfo {
-            id: ObjectId::generate(now)?,
-            organization_id: env.organization_id,
-            environment_id: env.id,
-            hint: secret[secret.len() - 4..].to_owned(),
-            created_at: now,
-        };
-        api_keys.insert(digest, layout::encode(&info)?)?;
-        self.barrier().wait_committed()?;
-        Ok(info)
+        self.store_key(&env, secret)
     }
 
     /// The first environment with this name, in id order.
