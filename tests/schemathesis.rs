@@ -19,6 +19,7 @@ fn responses_conform_to_the_openapi_document() {
     );
     let data = tempfile::tempdir().expect("dir");
     let server = Server::start(data.path(), &["--durability", "relaxed"]);
+    let scratch = tempfile::tempdir().expect("dir");
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261126".into());
     let output = Command::new(&schemathesis)
         .arg("run")
@@ -34,9 +35,10 @@ fn responses_conform_to_the_openapi_document() {
             "positive_data_acceptance,ensure_resource_availability",
         ])
         .args(["--max-examples", "25", "--seed", &seed])
-        // Keep no example database or crash cache in the work tree.
+        // No example database, and its crash cache in a fresh directory:
+        // every run starts from the same state, outside the work tree.
         .args(["--generation-database", "none"])
-        .current_dir(std::env::temp_dir())
+        .current_dir(scratch.path())
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .output()
