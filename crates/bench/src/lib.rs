@@ -241,3 +241,19 @@ pub fn in_child(args: &[String]) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// Runs `variant` with `threads` writers on `subscribers` for `seconds` in a
+/// child process (`BIN one VARIANT THREADS SUBSCRIBERS MILLIS`) and returns
+/// the numbers of its answer line.
+pub fn measure_in_child(variant: &str, threads: usize, subscribers: u64, seconds: f64) -> Vec<f64> {
+    in_child(&[
+        "one".into(),
+        variant.into(),
+        threads.to_string(),
+        subscribers.to_string(),
+        ((seconds * 1000.0) as u64).to_string(),
+    ])
+    .split(' ')
+    .map(|x| x.parse().unwrap())
+    .collect()
+}

@@ -267,34 +267,31 @@ fn schemas() -> Value {
             "required": ["status"],
             "properties": {"status": {"type": "string", "enum": ["ok"]}}
         },
-        "ErrorDto": {
+        "ErrorDto": error_dto(json!({"errorId": {"type": "string", "format": "uuid"}})),
+        "ValidationErrorDto": error_dto(json!({"errors": {"type": "object", "additionalProperties": {
             "type": "object",
-            "required": ["statusCode", "timestamp", "path", "message", "error"],
-            "properties": {
-                "statusCode": {"type": "integer"},
-                "timestamp": {"type": "string", "format": "date-time"},
-                "path": string,
-                "message": string,
-                "error": string,
-                "errorId": {"type": "string", "format": "uuid"}
-            }
-        },
-        "ValidationErrorDto": {
-            "type": "object",
-            "required": ["statusCode", "timestamp", "path", "message", "error"],
-            "properties": {
-                "statusCode": {"type": "integer"},
-                "timestamp": {"type": "string", "format": "date-time"},
-                "path": string,
-                "message": string,
-                "error": string,
-                "errors": {"type": "object", "additionalProperties": {
-                    "type": "object",
-                    "required": ["messages"],
-                    "properties": {"messages": {"type": "array", "items": string}, "value": {}}
-                }}
-            }
-        }
+            "required": ["messages"],
+            "properties": {"messages": {"type": "array", "items": string}, "value": {}}
+        }}}))
+    })
+}
+
+/// The error shape of SPEC section 5, with its extra properties.
+fn error_dto(extra: Value) -> Value {
+    let mut properties = json!({
+        "statusCode": {"type": "integer"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "path": {"type": "string"},
+        "message": {"type": "string"},
+        "error": {"type": "string"}
+    });
+    if let (Some(all), Some(more)) = (properties.as_object_mut(), extra.as_object()) {
+        all.extend(more.clone());
+    }
+    json!({
+        "type": "object",
+        "required": ["statusCode", "timestamp", "path", "message", "error"],
+        "properties": properties
     })
 }
 

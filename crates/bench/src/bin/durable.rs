@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 use subscriber_bench::{
-    Rng, decode, disk_flushes, document, encode, in_child, set_online, subscriber_id, timed,
+    Rng, decode, disk_flushes, document, encode, measure_in_child, set_online, subscriber_id, timed,
 };
 use subscriber_store::{Config, Durability, Store, Timestamp};
 
@@ -74,14 +74,7 @@ fn main() {
     let mut rows = Vec::new();
     for threads in WRITERS {
         for variant in VARIANTS {
-            let line = in_child(&[
-                "one".into(),
-                variant.into(),
-                threads.to_string(),
-                subscribers.to_string(),
-                ((seconds * 1000.0) as u64).to_string(),
-            ]);
-            let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+            let v = measure_in_child(variant, threads, subscribers, seconds);
             let rate = v[0] / v[1];
             let per_write = if v[4] < 0.0 {
                 "n/a".to_string()

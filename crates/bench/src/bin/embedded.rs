@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use subscriber_bench::{
-    Rng, decode, document, encode, in_child, median, set_online, subscriber_id, timed,
+    Rng, decode, document, encode, measure_in_child, median, set_online, subscriber_id, timed,
 };
 use subscriber_store::{
     Command, Config, Durability, Idempotency, IdempotencyKey, Store, Timestamp,
@@ -45,17 +45,8 @@ fn main() {
         for variant in VARIANTS {
             let samples = (0..reps)
                 .map(|_| {
-                    let line = in_child(&[
-                        "one".into(),
-                        variant.into(),
-                        threads.to_string(),
-                        subscribers.to_string(),
-                        ((seconds * 1000.0) as u64).to_string(),
-                    ]);
-                    let mut parts = line.split(' ');
-                    let ops: f64 = parts.next().unwrap().parse().unwrap();
-                    let secs: f64 = parts.next().unwrap().parse().unwrap();
-                    ops / secs
+                    let v = measure_in_child(variant, threads, subscribers, seconds);
+                    v[0] / v[1]
                 })
                 .collect();
             rates.push(median(samples));
