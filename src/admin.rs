@@ -3,7 +3,9 @@
 //! socket in the data directory (mode 0600); with no server, it opens the
 //! store itself. Both paths run the same `apply`.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,36 @@ pub const SOCKET: &str = "admin.sock";
 
 pub fn socket_path(data: &Path) -> PathBuf {
     data.join(SOCKET)
+}
+
+/// The longest path a Unix socket address holds: `sun_path` is 108 bytes,
+/// with the terminating NUL.
+const SUN_PATH_MAX: usize = 107;
+
+/// Runs `f` (bind, connect, chmod...) with a path to `data/admin.sock` that
+/// fits in a socket address, whatever the data directory's length.
+///
+/// A socket address holds at most 107 bytes of path, far less than the
+/// paths the OS accepts everywhere else. When the direct path fits, it is
+/// used as is, so the common case depends on nothing more than the file
+/// system. When it does not, the data directory is opened and the socket is
+/// reached through `/proc/self/fd/<fd>/admin.sock`: Linux resolves that
+/// link to the directory itself, so the socket file is the same one in the
+/// data directory (mode 0600), and the address stays about 30 bytes long.
+/// The directory stays open until `f` returns.
+fn with_socket_path<T>(
+    data: &Path,
+    f: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let direct = socket_path(data);
+    if direct.as_os_str().len() <= SUN_PATH_MAX {
+        return f(&direct);
+    }
+    let dir = File::open(data)?;
+    f(Path::new(&format!(
+        "/proc/self/fd/{}/{SOCKET}",
+        dir.as_raw_fd()
+    )))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,15 +111,17 @@ fn list(store: &Store) -> subscriber_store::Result<Response> {
     Ok(Response::Listed { keys })
 }
 
-/// Binds the admin socket (call before announcing the server, so a key
-/// command run right after finds it).
-pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    // A socket file left by a server that died is stale: we hold the sled
-    // lock, so no live server owns it.
-    let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+/// Binds the admin socket in the data directory `data` (call before
+/// announcing the server, so a key command run right after finds it).
+pub fn bind(data: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    with_socket_path(data, |path| {
+        // A socket file left by a server that died is stale: we hold the
+        // sled lock, so no live server owns it.
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    })
 }
 
 /// Serves the admin socket until the task is dropped.
@@ -125,7 +159,7 @@ async fn answer(stream: tokio::net::UnixStream, store: Store) -> std::io::Result
 
 /// Sends a request to the server running on `data`, if one answers.
 pub fn send(data: &Path, request: &Request) -> Option<std::io::Result<Response>> {
-    let mut stream = UnixStream::connect(socket_path(data)).ok()?;
+    let mut stream = with_socket_path(data, |path| UnixStream::connect(path)).ok()?;
     let mut exchange = || -> std::io::Result<Response> {
         let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
         line.push(b'\n');

@@ -76,6 +76,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SUBSCRIBERD_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
 
+    /// Seconds a client may take to send a request's body once its headers
+    /// are in; slower requests get 408 and their connection is closed.
+    #[arg(long, env = "SUBSCRIBERD_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_timeout_secs: u64,
+
     /// Connections served at once; more are answered 503.
     #[arg(long, env = "SUBSCRIBERD_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod keys;
+mod limits;
 mod serve;
 
 use std::process::ExitCode;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use subscriber_http::ServerConfig;
 use subscriber_store::{Config, Durability, Store};
 
-use crate::admin;
 use crate::cli::{DurabilityArg, ServeArgs};
+use crate::{admin, limits};
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
     // Log lines are written by a background thread, so a request never waits
@@ -26,6 +26,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+
+    // Before anything opens files: sled, the runtime, the sockets.
+    let nofile = limits::raise_nofile_limit();
 
     let durability = match args.durability {
         DurabilityArg::Durable => Durability::Durable,
@@ -47,6 +50,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let config = ServerConfig {
         max_body_bytes: args.max_body_bytes,
         header_read_timeout: Duration::from_secs(args.header_timeout_secs),
+        body_read_timeout: Duration::from_secs(args.body_timeout_secs),
         max_connections: args.max_connections,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
     };
@@ -59,12 +63,23 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
         let shutdown = shutdown_signal()?;
         let admin_path = admin::socket_path(&args.data);
-        let admin_listener = admin::bind(&admin_path)
+        let admin_listener = admin::bind(&args.data)
             .map_err(|e| format!("cannot create {}: {e}", admin_path.display()))?;
+        // Everything the server keeps open is open now: what is left under
+        // the limit, less a reserve, is what connections may use.
+        let config = ServerConfig {
+            max_connections: limits::fit_connections(
+                config.max_connections,
+                nofile,
+                limits::open_descriptors().unwrap_or(0),
+            ),
+            ..config
+        };
         let admin_task = tokio::spawn(admin::serve(admin_listener, store.clone()));
         tracing::info!(
             data = %args.data.display(),
             durability = ?args.durability,
+            max_connections = config.max_connections,
             "listening on http://{addr}"
         );
         let served = subscriber_http::serve(listener, store.clone(), config, shutdown).await;

@@ -63,8 +63,8 @@ pub fn fill(store: &Store, tenant: &Tenant, n: u64) {
     for i in 0..n {
         let doc = document(i);
         let mut input = SubscriberInput::new(doc.subscriber_id);
-        input.first_name = doc.first_name;
-        input.last_name = doc.last_name;
+        input.first_name = doc.first_name.map(Some);
+        input.last_name = doc.last_name.map(Some);
         input.email = doc.email;
         store.upsert(tenant, input, None).unwrap();
     }

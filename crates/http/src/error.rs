@@ -4,7 +4,7 @@
 
 use hyper::StatusCode;
 use serde_json::{Map, Value, json};
-use subscriber_store::{Entity, Error, KeyProblem, Timestamp};
+use subscriber_store::{Entity, Error, KeyProblem, Precondition, Timestamp};
 
 /// An answer in the error shape, before it is rendered.
 #[derive(Debug, Clone)]
@@ -119,17 +119,23 @@ pub(crate) fn from_store(error: &Error, idempotency_key: Option<&str>) -> ApiErr
         Error::NotFound(entity) => {
             ApiError::new(StatusCode::NOT_FOUND, format!("{entity} not found"))
         }
-        Error::VersionConflict { expected, current } => ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            match current {
-                Some(current) => format!(
-                    "If-Match expected version {expected} but the subscriber is at version {current}"
-                ),
-                None => format!(
-                    "If-Match expected version {expected} but the subscriber does not exist"
-                ),
-            },
-        ),
+        Error::VersionConflict { expected, current } => {
+            let wanted = match expected {
+                Precondition::AnyOf(list) if list.is_empty() => {
+                    "If-Match names no version (a weak entity tag never matches)".to_owned()
+                }
+                Precondition::Exists => "If-Match: * expected an existing subscriber".to_owned(),
+                other => format!("If-Match expected {other}"),
+            };
+            let found = match current {
+                Some(current) => format!("the subscriber is at version {current}"),
+                None => "the subscriber does not exist".to_owned(),
+            };
+            ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                format!("{wanted} but {found}"),
+            )
+        }
         Error::AlreadyExists { .. } => {
             ApiError::new(StatusCode::CONFLICT, "Subscriber already exists")
         }
@@ -187,11 +193,38 @@ mod tests {
             (Error::NotFound(Entity::ApiKey), 401, "API Key not found"),
             (
                 Error::VersionConflict {
-                    expected: subscriber_store::Version(1),
+                    expected: subscriber_store::Version(1).into(),
                     current: Some(subscriber_store::Version(2)),
                 },
                 412,
                 "If-Match expected version 1 but the subscriber is at version 2",
+            ),
+            (
+                Error::VersionConflict {
+                    expected: Precondition::AnyOf(vec![
+                        subscriber_store::Version(1),
+                        subscriber_store::Version(3),
+                    ]),
+                    current: Some(subscriber_store::Version(2)),
+                },
+                412,
+                "If-Match expected one of versions 1, 3 but the subscriber is at version 2",
+            ),
+            (
+                Error::VersionConflict {
+                    expected: Precondition::AnyOf(vec![]),
+                    current: Some(subscriber_store::Version(2)),
+                },
+                412,
+                "If-Match names no version (a weak entity tag never matches) but the subscriber is at version 2",
+            ),
+            (
+                Error::VersionConflict {
+                    expected: Precondition::Exists,
+                    current: None,
+                },
+                412,
+                "If-Match: * expected an existing subscriber but the subscriber does not exist",
             ),
             (
                 Error::AlreadyExists {

@@ -8,7 +8,9 @@ use hyper::StatusCode;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderMap, IF_MATCH};
 use percent_encoding::percent_decode_str;
-use subscriber_store::{Error, IdempotencyKey, Store, Tenant, Version, validate_subscriber_id};
+use subscriber_store::{
+    Error, IdempotencyKey, Precondition, Store, Tenant, Version, validate_subscriber_id,
+};
 
 use crate::error::{ApiError, from_store};
 
@@ -96,27 +98,97 @@ fn unquote(value: &str) -> String {
     out
 }
 
-/// `If-Match: "<n>"` or `If-Match: <n>`; absent is `None`; anything else 400.
-pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<Version>, ApiError> {
-    let mut values = headers.get_all(IF_MATCH).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
+/// `If-Match` as RFC 9110 (section 13.1.1) reads it: `*` (the document
+/// exists), or a list of entity tags (all header lines together) that
+/// matches if any strong member is the document's `"<__v>"`; a weak tag
+/// (`W/"3"`) never matches. A bare number (`If-Match: 3`) counts as `"3"`.
+/// Absent is `None`; only a header that is not such a list is a 400.
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
     let bad = || {
-        ApiError::bad_request("If-Match must be one version of the document, as in If-Match: \"3\"")
+        ApiError::bad_request(
+            "If-Match must be * or a list of entity tags, as in If-Match: \"3\" or If-Match: \"3\", \"4\"",
+        )
     };
-    if values.next().is_some() {
+    let mut values = headers.get_all(IF_MATCH).iter().peekable();
+    if values.peek().is_none() {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    for value in values {
+        text.push_str(value.to_str().map_err(|_| bad())?);
+        text.push(',');
+    }
+    if text.trim_matches(|c| c == ',' || c == ' ' || c == '\t') == "*" {
+        return Ok(Some(Precondition::Exists));
+    }
+    let tags = entity_tags(&text).ok_or_else(bad)?;
+    if tags.is_empty() {
         return Err(bad());
     }
-    let text = value.to_str().map_err(|_| bad())?.trim();
-    let digits = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
+    // A weak tag, or a strong one that is not a version, matches nothing.
+    let versions: Vec<Version> = tags
+        .iter()
+        .filter(|tag| !tag.weak)
+        .filter_map(|tag| tag.opaque.parse().ok().map(Version))
+        .collect();
+    Ok(Some(match (tags.len(), versions.as_slice()) {
+        (1, [only]) => Precondition::Version(*only),
+        _ => Precondition::AnyOf(versions),
+    }))
+}
+
+/// One member of an `If-Match` list.
+#[derive(Debug, PartialEq, Eq)]
+struct EntityTag<'a> {
+    weak: bool,
+    opaque: &'a str,
+}
+
+/// Splits `#entity-tag` (empty members allowed, as RFC 9110's list rule
+/// says); `None` if anything in it is not an entity tag. Besides the RFC's
+/// quoted tags, a bare run of digits is taken as the strong tag it names.
+fn entity_tags(text: &str) -> Option<Vec<EntityTag<'_>>> {
+    let mut tags = Vec::new();
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return Some(tags);
+        }
+        let (weak, after) = match rest.strip_prefix("W/") {
+            Some(after) => (true, after),
+            None => (false, rest),
+        };
+        let (opaque, after) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            let opaque = &quoted[..end];
+            // etagc: %x21 / %x23-7E / obs-text
+            if !opaque
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80)
+            {
+                return None;
+            }
+            (opaque, &quoted[end + 1..])
+        } else if !weak {
+            let end = after
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after.len());
+            if end == 0 {
+                return None;
+            }
+            (&after[..end], &after[end..])
+        } else {
+            return None;
+        };
+        // The next member starts after a comma.
+        let after = after.trim_start_matches([' ', '\t']);
+        if !(after.is_empty() || after.starts_with(',')) {
+            return None;
+        }
+        tags.push(EntityTag { weak, opaque });
+        rest = after;
     }
-    digits.parse().map(|n| Some(Version(n))).map_err(|_| bad())
 }
 
 /// `failIfExists` from the query string (`true`/`false`); 422 otherwise.
@@ -151,11 +223,13 @@ pub(crate) fn fail_if_exists(query: Option<&str>) -> Result<bool, ApiError> {
 }
 
 /// The whole body, refused with 413 once it passes `limit` bytes: at once
-/// when `Content-Length` says so, else as soon as the stream does.
+/// when `Content-Length` says so, else as soon as the stream does; and with
+/// 408 (closing the connection) when it has not all arrived within `timeout`.
 pub(crate) async fn body(
     headers: &HeaderMap,
     body: Incoming,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -170,7 +244,18 @@ pub(crate) async fn body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "The request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
+            )
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::bad_request(format!(
@@ -200,25 +285,43 @@ mod tests {
 
     #[test]
     fn if_match_forms() {
-        assert_eq!(
-            if_match(&headers("if-match", "\"3\"")).ok(),
-            Some(Some(Version(3)))
-        );
-        assert_eq!(
-            if_match(&headers("if-match", "7")).ok(),
-            Some(Some(Version(7)))
-        );
+        let parsed = |v: &str| if_match(&headers("if-match", v)).ok().flatten();
+        let version = |n| Some(Precondition::Version(Version(n)));
+        let any_of = |list: &[u64]| {
+            Some(Precondition::AnyOf(
+                list.iter().copied().map(Version).collect(),
+            ))
+        };
+        assert_eq!(parsed("\"3\""), version(3));
+        assert_eq!(parsed("7"), version(7));
+        assert_eq!(parsed(" \"7\" "), version(7));
         assert_eq!(if_match(&HeaderMap::new()).ok(), Some(None));
+        assert_eq!(parsed("*"), Some(Precondition::Exists));
+        assert_eq!(parsed("\"3\", \"4\""), any_of(&[3, 4]));
+        assert_eq!(parsed("\"3\",,W/\"4\""), any_of(&[3]));
+        // Weak tags and tags that are not versions match nothing.
+        assert_eq!(parsed("W/\"3\""), any_of(&[]));
+        assert_eq!(parsed("\"\""), any_of(&[]));
+        assert_eq!(parsed("\"abc\""), any_of(&[]));
+        assert_eq!(parsed("\"99999999999999999999999\""), any_of(&[]));
+        assert_eq!(parsed("\"a,b\", \"5\""), any_of(&[5]));
         for bad in [
-            "W/\"3\"",
-            "*",
-            "\"\"",
             "abc",
             "-1",
-            "99999999999999999999999",
+            "\"3",
+            "\"3\" \"4\"",
+            "W/3",
+            "*, \"3\"",
+            "",
+            " , ",
+            "\"a b\"",
         ] {
             assert!(if_match(&headers("if-match", bad)).is_err(), "{bad}");
         }
+        // Several header lines form one list.
+        let mut two = headers("if-match", "\"1\"");
+        two.append("if-match", HeaderValue::from_static("\"2\""));
+        assert_eq!(if_match(&two).ok().flatten(), any_of(&[1, 2]));
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub fn decode_request(input: &[u8]) {
 
     if let Ok(json) = crate::wire::parse_json(body) {
         let _ = crate::wire::presence(&json);
-        let _ = crate::wire::create_body(&json);
+        let _ = crate::wire::create_body(&json, body);
         let _ = crate::wire::canonical(&json).to_string();
     }
 }

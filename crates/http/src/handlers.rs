@@ -45,6 +45,16 @@ pub(crate) fn error_reply(error: &ApiError, path: &str, at: Timestamp) -> Reply 
     if let Some(allow) = error.allow().and_then(|a| HeaderValue::from_str(a).ok()) {
         response.headers_mut().insert(hyper::header::ALLOW, allow);
     }
+    // The rest of the body was never read: the connection cannot carry
+    // another request.
+    if matches!(
+        error.status,
+        StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+    ) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
@@ -83,12 +93,7 @@ async fn dispatch(
 ) -> Result<Reply, ApiError> {
     let matched = router::route(request.method(), path)?;
     match matched.endpoint {
-        Endpoint::HealthCheck => {
-            return Ok(json_reply(
-                StatusCode::OK,
-                Bytes::from_static(br#"{"data":{"status":"ok"}}"#),
-            ));
-        }
+        Endpoint::HealthCheck => return health(&state.store).await,
         Endpoint::OpenApi => return Ok(json_reply(StatusCode::OK, state.openapi.clone())),
         _ => {}
     }
@@ -117,6 +122,29 @@ async fn dispatch(
             ))
         }
         (_, id) => write(state, request, path, &matched, tenant, id).await,
+    }
+}
+
+/// 200 while the store can write; 503 while a storage failure keeps it from
+/// writing (the check itself may reopen the database, so it runs where
+/// blocking is allowed).
+async fn health(store: &Store) -> Result<Reply, ApiError> {
+    let probe = store.clone();
+    match tokio::task::spawn_blocking(move || probe.check_writable())
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+    {
+        Ok(()) => Ok(json_reply(
+            StatusCode::OK,
+            Bytes::from_static(br#"{"data":{"status":"ok"}}"#),
+        )),
+        Err(e) => {
+            tracing::warn!(cause = %e, "health check: the store cannot write");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The store cannot write; see the server log",
+            ))
+        }
     }
 }
 
@@ -151,7 +179,13 @@ async fn write_inner(
     key: Option<(String, subscriber_store::IdempotencyKey)>,
 ) -> Result<Reply, ApiError> {
     let (parts, body) = request.into_parts();
-    let bytes = extract::body(&parts.headers, body, state.config.max_body_bytes).await?;
+    let bytes = extract::body(
+        &parts.headers,
+        body,
+        state.config.max_body_bytes,
+        state.config.body_read_timeout,
+    )
+    .await?;
     let json = wire::parse_json(&bytes)?;
     let (command, status) = match (matched.endpoint, &subscriber_id) {
         (Endpoint::UpdateOnlineStatus, Some(id)) => {
@@ -163,7 +197,7 @@ async fn write_inner(
             (command, StatusCode::OK)
         }
         (endpoint, _) => {
-            let input = wire::create_body(&json)?;
+            let input = wire::create_body(&json, &bytes)?;
             let fail_if_exists = match endpoint {
                 Endpoint::CreateV2 => extract::fail_if_exists(parts.uri.query())?,
                 _ => false,
@@ -188,7 +222,9 @@ async fn write_inner(
             ],
             &json,
         );
+        // The path as sent, so a replayed error quotes the first request's.
         Idempotency::with_fingerprint(checked.clone(), fingerprint)
+            .with_annotation(parts.uri.path().as_bytes())
     });
     let shown_key = key.map(|(shown, _)| shown);
     let executed = run_write(&state.store, move || match idempotency {
@@ -197,6 +233,7 @@ async fn write_inner(
             outcome: store.execute(&tenant, command, expected),
             replayed: false,
             executed_at: store.now(),
+            annotation: Vec::new(),
         }),
     })
     .await?
@@ -205,12 +242,19 @@ async fn write_inner(
     let mut reply = match &executed.outcome {
         Ok(doc) => document_reply(status, doc)?,
         // An outcome the write executed to (404, 412, 409): rendered with the
-        // time it executed, so a replay's body is the same bytes.
-        Err(e) => error_reply(
-            &from_store(e, shown_key.as_deref()),
-            parts.uri.path(),
-            executed.executed_at,
-        ),
+        // time it executed and the path it was sent to, so a replay's body is
+        // the same bytes.
+        Err(e) => {
+            let path = match std::str::from_utf8(&executed.annotation) {
+                Ok(recorded) if !recorded.is_empty() => recorded,
+                _ => parts.uri.path(),
+            };
+            error_reply(
+                &from_store(e, shown_key.as_deref()),
+                path,
+                executed.executed_at,
+            )
+        }
     };
     if executed.replayed {
         reply

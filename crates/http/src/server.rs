@@ -25,6 +25,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body once its headers
+    /// are in; slower gets 408 and the connection is closed.
+    pub body_read_timeout: Duration,
     /// Connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
     /// How long shutdown waits for in-flight requests.
@@ -36,6 +39,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_body_bytes: 256 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(10),
         }

@@ -184,11 +184,13 @@ impl Problems {
         }
     }
 
-    /// An optional string field: absent is fine, anything but a string is not.
-    fn string(&mut self, body: &Map<String, Value>, field: &str) -> Option<String> {
+    /// An optional string field: absent (`None`, keep), null (`Some(None)`,
+    /// clear) or a string; anything else is a problem.
+    fn string(&mut self, body: &Map<String, Value>, field: &str) -> Option<Option<String>> {
         match body.get(field) {
             None => None,
-            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => Some(Some(s.clone())),
             Some(other) => {
                 self.add(field, &format!("{field} must be a string"), Some(other));
                 None
@@ -197,8 +199,11 @@ impl Problems {
     }
 }
 
-/// The create/upsert body, checked into a store input (422 naming each bad field).
-pub(crate) fn create_body(body: &Value) -> Result<SubscriberInput, ApiError> {
+/// The create/upsert body, checked into a store input (422 naming each bad
+/// field). `null` on an optional field clears it (on a create: leaves it
+/// unset), as Novu's `@IsOptional()` validation lets it through; `channels:
+/// null` means "not given".
+pub(crate) fn create_body(body: &Value, raw: &[u8]) -> Result<SubscriberInput, ApiError> {
     let mut p = Problems(Map::new());
     let Some(obj) = body.as_object() else {
         p.add(
@@ -262,14 +267,20 @@ pub(crate) fn create_body(body: &Value) -> Result<SubscriberInput, ApiError> {
     };
     input.data = match obj.get("data") {
         None => None,
-        Some(value @ (Value::Null | Value::Object(_))) => Data::from_value(value).ok(),
+        Some(Value::Null) => Some(None),
+        // Kept as sent (numbers with every digit), from the raw body.
+        Some(value @ Value::Object(_)) => raw_data(raw)
+            .and_then(|text| Data::parse(text).ok())
+            .or_else(|| Data::from_value(value).ok())
+            .map(Some),
         Some(other) => {
             p.add("data", "data must be an object or null", Some(other));
             None
         }
     };
     input.channels = match obj.get("channels") {
-        None => None,
+        // Novu's Python SDKs send null for every field left unset.
+        None | Some(Value::Null) => None,
         Some(Value::Array(items)) => Some(
             items
                 .iter()
@@ -287,6 +298,19 @@ pub(crate) fn create_body(body: &Value) -> Result<SubscriberInput, ApiError> {
     } else {
         Err(ApiError::validation(p.0))
     }
+}
+
+/// The text of the body's `data` member, as sent.
+fn raw_data(body: &[u8]) -> Option<&str> {
+    #[derive(serde::Deserialize)]
+    struct DataMember<'a> {
+        #[serde(borrow)]
+        data: Option<&'a RawValue>,
+    }
+    serde_json::from_slice::<DataMember<'_>>(body)
+        .ok()?
+        .data
+        .map(RawValue::get)
 }
 
 fn channel(p: &mut Problems, i: usize, item: &Value) -> Option<ChannelSettings> {
@@ -430,6 +454,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn create_body_of(body: &Value) -> Result<SubscriberInput, ApiError> {
+        create_body(body, body.to_string().as_bytes())
+    }
+
     #[test]
     fn presence_accepts_booleans_and_the_online_alias() {
         assert_eq!(presence(&json!({"isOnline": true})).ok(), Some(true));
@@ -469,14 +497,36 @@ mod tests {
 
     #[test]
     fn create_body_reports_every_bad_field() {
-        let err = create_body(&json!({"subscriberId": 5, "email": 3, "data": [1], "channels": {}}))
-            .expect_err("bad");
+        let err =
+            create_body_of(&json!({"subscriberId": 5, "email": 3, "data": [1], "channels": {}}))
+                .expect_err("bad");
         let errors = err.errors().expect("errors");
         for field in ["subscriberId", "email", "data", "channels"] {
             assert!(errors.contains_key(field), "{field}");
         }
-        let ok = create_body(&json!({"subscriberId": "u", "email": null, "data": {"a": 1}}))
+        let ok = create_body_of(&json!({"subscriberId": "u", "email": null, "data": {"a": 1}}))
             .expect("ok");
         assert_eq!(ok.email, Some(None));
+    }
+
+    #[test]
+    fn null_on_optional_fields_means_clear_and_channels_null_means_absent() {
+        // What Novu's legacy Python SDK sends for a create.
+        let input = create_body_of(&json!({"subscriberId":"u","email":"a@b.c","firstName":"Ada","lastName":null,"phone":null,"avatar":null,"locale":null,"channels":null,"data":{}}))
+            .expect("accepted");
+        assert_eq!(input.first_name, Some(Some("Ada".into())));
+        for field in [&input.last_name, &input.phone, &input.avatar, &input.locale] {
+            assert_eq!(*field, Some(None));
+        }
+        assert_eq!(input.channels, None);
+        let input =
+            create_body_of(&json!({"subscriberId":"u","timezone":null,"data":null,"email":null}))
+                .expect("accepted");
+        assert_eq!(
+            (input.timezone, input.data, input.email),
+            (Some(None), Some(None), Some(None))
+        );
+        // null on the required id is still a 422.
+        assert!(create_body_of(&json!({"subscriberId": null})).is_err());
     }
 }

@@ -61,6 +61,25 @@ fn sixty_four_clients_on_one_subscriber() {
         by_version.keys().copied().collect::<Vec<_>>(),
         (1..=total).collect::<Vec<_>>()
     );
+    // Along the versions, times never go backwards (the clock is read under
+    // the subscriber's lock), and createdAt <= updatedAt.
+    let mut previous: Option<&serde_json::Value> = None;
+    for doc in by_version.values() {
+        assert!(
+            doc["createdAt"].as_str() <= doc["updatedAt"].as_str(),
+            "{doc}"
+        );
+        if let Some(prev) = previous {
+            for field in ["updatedAt", "lastOnlineAt"] {
+                // ISO 8601 with fixed width: text order is time order.
+                assert!(
+                    prev[field].as_str() <= doc[field].as_str(),
+                    "{field} went backwards: {prev} then {doc}"
+                );
+            }
+        }
+        previous = Some(doc);
+    }
     let last = by_version.remove(&total).expect("last write");
     assert_eq!(s.call("GET", "/v1/subscribers/hot", None).data(), last);
 }

@@ -197,7 +197,7 @@ fn snapshot(s: &TestServer) -> Snapshot {
         .map(|e| e.outcome.is_ok());
     Snapshot(
         docs,
-        s.store.idempotency_record_count(),
+        s.store.idempotency_record_count().expect("count"),
         s.store.keys(None).expect("keys").len(),
         replayable,
     )

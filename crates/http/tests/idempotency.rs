@@ -181,3 +181,23 @@ fn keys_are_scoped_by_environment_and_ignored_by_get() {
     assert_eq!(get.status, 200);
     assert_eq!(get.header("idempotency-key"), None);
 }
+
+#[test]
+fn a_replayed_error_keeps_the_path_it_was_first_sent_to() {
+    let s = TestServer::start();
+    let first = patch(&s, "missing", "k404", r#"{"isOnline": true}"#);
+    first.error(404, "Subscriber not found");
+    // The same subscriber id, percent-encoded: the same request.
+    let replay = patch(&s, "%6Dissing", "k404", r#"{"isOnline": true}"#);
+    assert_eq!(replay.status, 404);
+    assert_eq!(replay.header("idempotency-replay"), Some("true"));
+    assert_eq!(
+        String::from_utf8_lossy(&replay.body),
+        String::from_utf8_lossy(&first.body),
+        "a replay is the first answer byte for byte, path included"
+    );
+    assert_eq!(
+        replay.json()["path"],
+        "/v1/subscribers/missing/online-status"
+    );
+}

@@ -158,3 +158,75 @@ fn delete_then_everything_is_404_and_create_starts_over() {
     assert_ne!(again["_id"], first["_id"]);
     assert!(again.get("isOnline").is_none());
 }
+
+#[test]
+fn null_on_optional_fields_is_unset_on_create_and_clears_on_upsert() {
+    let s = TestServer::start();
+    // What Novu's legacy Python SDK (`novu` 1.14) sends for a create.
+    let created = s.call(
+        "POST",
+        "/v1/subscribers",
+        Some(r#"{"subscriberId":"py","email":"a@b.c","firstName":"Ada","lastName":null,"phone":null,"avatar":null,"locale":null,"channels":null,"data":{}}"#),
+    );
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let doc = created.data();
+    assert_eq!(doc["firstName"], "Ada");
+    assert_eq!(doc["email"], "a@b.c");
+    assert_eq!(doc["channels"], json!([]));
+    for unset in ["lastName", "phone", "avatar", "locale"] {
+        assert!(doc.get(unset).is_none(), "{unset} stays unset: {doc}");
+    }
+    // What novu-py sends on v2 when the caller left fields unset.
+    let v2 = s.call(
+        "POST",
+        "/v2/subscribers",
+        Some(r#"{"subscriberId":"py2","firstName":null,"lastName":null,"email":null,"phone":null,"avatar":null,"locale":null,"timezone":null,"data":null}"#),
+    );
+    assert_eq!(v2.status, 201, "{}", String::from_utf8_lossy(&v2.body));
+    for unset in ["firstName", "email", "timezone", "data"] {
+        assert!(v2.data().get(unset).is_none(), "{unset}: {}", v2.data());
+    }
+    // On an upsert, null clears the field; absent fields stay.
+    s.call(
+        "POST",
+        "/v1/subscribers",
+        Some(r#"{"subscriberId":"py","lastName":"Lovelace","timezone":"UTC","data":{"a":1}}"#),
+    );
+    let cleared = s
+        .call(
+            "POST",
+            "/v1/subscribers",
+            Some(
+                r#"{"subscriberId":"py","email":null,"timezone":null,"data":null,"channels":null}"#,
+            ),
+        )
+        .data();
+    assert_eq!(cleared["firstName"], "Ada");
+    assert_eq!(cleared["lastName"], "Lovelace");
+    for gone in ["email", "timezone", "data"] {
+        assert!(cleared.get(gone).is_none(), "{gone} cleared: {cleared}");
+    }
+    assert_eq!(cleared["__v"], 2);
+    assert_eq!(s.call("GET", "/v1/subscribers/py", None).data(), cleared);
+}
+
+#[test]
+fn data_numbers_come_back_with_every_digit() {
+    let s = TestServer::start();
+    let body = r#"{"subscriberId":"n","data":{"big":12345678901234567890123,"exp":1e2,"neg":-0.000000000000000000001,"f":1.50}}"#;
+    let created = s.call("POST", "/v1/subscribers", Some(body));
+    assert_eq!(created.status, 201);
+    let fetched = s.call("GET", "/v1/subscribers/n", None);
+    for reply in [&created, &fetched] {
+        let text = String::from_utf8_lossy(&reply.body);
+        assert!(
+            text.contains(r#""data":{"big":12345678901234567890123,"exp":1e2,"neg":-0.000000000000000000001,"f":1.50}"#),
+            "{text}"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! sled's own error type never crosses this boundary.
 
 use crate::idempotency::KeyProblem;
+use crate::precondition::Precondition;
 use crate::subscriber::Version;
 
 /// What a store operation can fail with.
@@ -12,12 +13,12 @@ pub enum Error {
     #[error("{0} not found")]
     NotFound(Entity),
 
-    /// The write named a version and the document is at another one (or
-    /// absent: `current` is `None`). Nothing was changed.
+    /// The write's precondition does not hold: the document is at another
+    /// version (or absent: `current` is `None`). Nothing was changed.
     #[error("version conflict: expected {expected}, current {current:?}")]
     VersionConflict {
-        /// The version the caller expected.
-        expected: Version,
+        /// What the caller expected.
+        expected: Precondition,
         /// The version the document is at, if it exists.
         current: Option<Version>,
     },

@@ -3,13 +3,16 @@
 //! recorded outcome, with another request are refused. The record commits in
 //! the same sled transaction as the write it describes.
 
+use std::sync::atomic::Ordering;
+
 use sha2::{Digest, Sha256};
 
 use crate::batch::Entry;
 use crate::clock::Timestamp;
 use crate::error::{Entity, Error, Result};
 use crate::layout;
-use crate::store::{Command, Store, decide};
+use crate::precondition::Precondition;
+use crate::store::{Command, Engine, Prepared, Store, decide, read};
 use crate::subscriber::{Subscriber, Version};
 use crate::tenancy::Tenant;
 
@@ -75,6 +78,7 @@ impl IdempotencyKey {
 pub struct Idempotency {
     key: IdempotencyKey,
     fingerprint: Option<[u8; 32]>,
+    annotation: Vec<u8>,
 }
 
 impl Idempotency {
@@ -84,6 +88,7 @@ impl Idempotency {
         Idempotency {
             key,
             fingerprint: None,
+            annotation: Vec::new(),
         }
     }
 
@@ -93,7 +98,17 @@ impl Idempotency {
         Idempotency {
             key,
             fingerprint: Some(fingerprint),
+            annotation: Vec::new(),
         }
+    }
+
+    /// Bytes of the caller's own kept with the record and handed back with
+    /// every replay ([`Executed::annotation`]), so a replay can be rendered
+    /// exactly as the first answer was (the HTTP facade keeps the request
+    /// path its error bodies quote). Not part of the request's identity.
+    pub fn with_annotation(mut self, annotation: impl Into<Vec<u8>>) -> Self {
+        self.annotation = annotation.into();
+        self
     }
 
     /// The key.
@@ -101,14 +116,18 @@ impl Idempotency {
         &self.key
     }
 
-    fn fingerprint_of(&self, command: &Command, expected: Option<Version>) -> Result<[u8; 32]> {
+    fn fingerprint_of(
+        &self,
+        command: &Command,
+        expected: Option<&Precondition>,
+    ) -> Result<[u8; 32]> {
         if let Some(given) = self.fingerprint {
             return Ok(given);
         }
         let config = bincode::config::standard();
         let mut h = Sha256::new();
-        h.update(b"subscriber-store command v1\0");
-        let bytes = bincode::encode_to_vec((command, expected.map(|v| v.0)), config)
+        h.update(b"subscriber-store command v2\0");
+        let bytes = bincode::encode_to_vec((command, expected), config)
             .map_err(|e| Error::Storage(format!("cannot encode command: {e}")))?;
         h.update(bytes);
         Ok(h.finalize().into())
@@ -125,6 +144,8 @@ pub struct Executed {
     pub replayed: bool,
     /// When the write executed (for a replay, the original time).
     pub executed_at: Timestamp,
+    /// What the first call gave [`Idempotency::with_annotation`].
+    pub annotation: Vec<u8>,
 }
 
 /// The outcome as recorded.
@@ -135,7 +156,7 @@ pub(crate) enum RecordedOutcome {
     Document(Subscriber),
     SubscriberNotFound,
     VersionConflict {
-        expected: Version,
+        expected: Precondition,
         current: Option<Version>,
     },
     AlreadyExists {
@@ -169,13 +190,85 @@ impl RecordedOutcome {
     }
 }
 
-/// An idempotency record: the request's fingerprint and what it executed to.
+/// An idempotency record: the request's fingerprint, what it executed to,
+/// and the caller's annotation. Stored under format version
+/// [`RECORD_FORMAT`]; records of format 1 (no annotation, a single expected
+/// version) are still read.
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub(crate) struct IdempotencyRecord {
     pub fingerprint: [u8; 32],
     pub executed_at: Timestamp,
     pub expires_at: Timestamp,
+    pub annotation: Vec<u8>,
     pub outcome: RecordedOutcome,
+}
+
+/// The format version of idempotency records written by this build.
+pub(crate) const RECORD_FORMAT: u8 = 2;
+
+impl IdempotencyRecord {
+    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
+        layout::encode_as(RECORD_FORMAT, self)
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<IdempotencyRecord> {
+        match layout::split_format(bytes)? {
+            (RECORD_FORMAT, body) => layout::decode_body(body),
+            (1, body) => layout::decode_body::<v1::Record>(body).map(v1::Record::upgrade),
+            (version, _) => Err(layout::unsupported(version)),
+        }
+    }
+}
+
+/// Idempotency records as format 1 wrote them.
+mod v1 {
+    use super::{IdempotencyRecord, Precondition, RecordedOutcome, Subscriber, Timestamp, Version};
+
+    #[derive(bincode::Decode)]
+    pub(super) struct Record {
+        fingerprint: [u8; 32],
+        executed_at: Timestamp,
+        expires_at: Timestamp,
+        outcome: Outcome,
+    }
+
+    #[derive(bincode::Decode)]
+    #[allow(clippy::large_enum_variant)]
+    enum Outcome {
+        Document(Subscriber),
+        SubscriberNotFound,
+        VersionConflict {
+            expected: Version,
+            current: Option<Version>,
+        },
+        AlreadyExists {
+            current: Version,
+        },
+    }
+
+    impl Record {
+        pub(super) fn upgrade(self) -> IdempotencyRecord {
+            IdempotencyRecord {
+                fingerprint: self.fingerprint,
+                executed_at: self.executed_at,
+                expires_at: self.expires_at,
+                annotation: Vec::new(),
+                outcome: match self.outcome {
+                    Outcome::Document(doc) => RecordedOutcome::Document(doc),
+                    Outcome::SubscriberNotFound => RecordedOutcome::SubscriberNotFound,
+                    Outcome::VersionConflict { expected, current } => {
+                        RecordedOutcome::VersionConflict {
+                            expected: Precondition::Version(expected),
+                            current,
+                        }
+                    }
+                    Outcome::AlreadyExists { current } => {
+                        RecordedOutcome::AlreadyExists { current }
+                    }
+                },
+            }
+        }
+    }
 }
 
 /// How many expired records an idempotent write purges on its way out.
@@ -222,69 +315,102 @@ impl Store {
         &self,
         tenant: &Tenant,
         command: Command,
-        expected: Option<Version>,
+        expected: Option<Precondition>,
         idempotency: &Idempotency,
     ) -> Result<Executed> {
-        let (doc_key, now, fresh_id) = self.prepare(tenant, &command)?;
-        let fingerprint = idempotency.fingerprint_of(&command, expected)?;
+        let prepared = self.prepare(tenant, &command)?;
+        let fingerprint = idempotency.fingerprint_of(&command, expected.as_ref())?;
         let record_key = layout::idempotency_key(tenant.environment_id(), idempotency.key.as_str());
+        let engine = self.engine()?;
+        let once = Once {
+            record_key,
+            fingerprint,
+            annotation: &idempotency.annotation,
+        };
+        let result =
+            self.execute_once_on(&engine, tenant, command, expected.as_ref(), &prepared, once);
+        self.noted(&engine, result)
+    }
 
-        let key_lock = self.lock_idempotency_stripe(&record_key);
-        if let Some(record) = self.live_record(&record_key, now)? {
+    fn execute_once_on(
+        &self,
+        engine: &Engine,
+        tenant: &Tenant,
+        command: Command,
+        expected: Option<&Precondition>,
+        prepared: &Prepared,
+        once: Once<'_>,
+    ) -> Result<Executed> {
+        let key_lock = self.lock_idempotency_stripe(&once.record_key);
+        if let Some(record) = live_record(engine, &once.record_key, self.now())? {
             drop(key_lock);
-            if record.fingerprint != fingerprint {
+            if record.fingerprint != once.fingerprint {
                 return Err(Error::IdempotencyKeyReused);
             }
-            // The record may belong to a write still waiting for its flush.
-            self.barrier().wait_all()?;
+            // The record may belong to a write still waiting for its flush:
+            // that write took its ticket before it released the key's lock.
+            engine.barrier.wait_until_all_durable()?;
             return Ok(Executed {
                 outcome: record.outcome.into_result(),
                 replayed: true,
                 executed_at: record.executed_at,
+                annotation: record.annotation,
             });
         }
 
-        let doc_lock = self.lock_stripe(&doc_key);
-        let current = self.read(&doc_key)?;
-        let (recorded, change) = match decide(command, current, expected, tenant, now, fresh_id) {
-            Ok((doc, change)) => (RecordedOutcome::Document(doc), Some(change)),
-            Err(e) => (RecordedOutcome::from_error(e)?, None),
-        };
+        let doc_lock = self.lock_stripe(&prepared.doc_key);
+        // Read under the subscriber's lock: writes to one document take
+        // their times in the order they commit.
+        let now = self.now();
+        let current = read(engine, &prepared.doc_key)?;
+        let (recorded, change) =
+            match decide(command, current, expected, tenant, now, prepared.fresh_id) {
+                Ok((doc, change)) => (RecordedOutcome::Document(doc), Some(change)),
+                Err(e) => (RecordedOutcome::from_error(e)?, None),
+            };
         let outcome = recorded.clone().into_result();
         let expires_at = now.saturating_add(self.idempotency_ttl());
         let record = IdempotencyRecord {
-            fingerprint,
+            fingerprint: once.fingerprint,
             executed_at: now,
             expires_at,
+            annotation: once.annotation.to_vec(),
             outcome: recorded,
         };
-        let record_bytes = layout::encode(&record)?;
-        let expiry_key = layout::expiry_key(expires_at, &record_key);
+        let record_bytes = record.encode()?;
+        let expiry_key = layout::expiry_key(expires_at, &once.record_key);
         // The document change, the record and its expiry entry commit in one
         // sled transaction (shared with other writers waiting at the moment).
-        self.batcher().commit(
-            self.trees(),
+        engine.batcher.commit(
+            &engine.trees,
             Entry {
-                doc_key,
+                doc_key: prepared.doc_key.clone(),
                 change,
-                record_key,
+                record_key: once.record_key,
                 record: record_bytes,
                 expiry_key,
             },
         )?;
+        // Taken before the locks are released: a replay that finds the
+        // record waits for this ticket too.
+        let ticket = engine.barrier.ticket();
+        self.next_expiry()
+            .fetch_min(expires_at.as_millis(), Ordering::Relaxed);
         drop(doc_lock);
         drop(key_lock);
 
-        self.barrier().wait_committed()?;
+        fail::fail_point!("execute_once::before_durable");
+        engine.barrier.wait_until_durable(ticket)?;
         // Purging is housekeeping: its failure must not fail a committed write,
         // and the next write (or `purge_expired`) retries it.
-        if now >= self.next_expiry() {
-            let _ = self.purge_expired(PURGE_BATCH);
+        if now.as_millis() >= self.next_expiry().load(Ordering::Relaxed) {
+            let _ = self.purge_on(engine, PURGE_BATCH);
         }
         Ok(Executed {
             outcome,
             replayed: false,
             executed_at: now,
+            annotation: record.annotation,
         })
     }
 
@@ -295,13 +421,14 @@ impl Store {
     /// [`Error::Storage`], [`Error::Corrupt`].
     pub fn recorded(&self, tenant: &Tenant, key: &IdempotencyKey) -> Result<Option<Executed>> {
         let record_key = layout::idempotency_key(tenant.environment_id(), key.as_str());
-        Ok(self
-            .live_record(&record_key, self.now())?
-            .map(|record| Executed {
-                outcome: record.outcome.into_result(),
-                replayed: true,
-                executed_at: record.executed_at,
-            }))
+        let engine = self.engine()?;
+        let result = live_record(&engine, &record_key, self.now());
+        Ok(self.noted(&engine, result)?.map(|record| Executed {
+            outcome: record.outcome.into_result(),
+            replayed: true,
+            executed_at: record.executed_at,
+            annotation: record.annotation,
+        }))
     }
 
     /// Removes up to `limit` expired idempotency records, oldest expiry
@@ -311,12 +438,19 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`], [`Error::Corrupt`].
     pub fn purge_expired(&self, limit: usize) -> Result<usize> {
+        let engine = self.engine()?;
+        let result = self.purge_on(&engine, limit);
+        self.noted(&engine, result)
+    }
+
+    fn purge_on(&self, engine: &Engine, limit: usize) -> Result<usize> {
         let now = self.now();
-        let trees = self.trees();
+        let trees = &engine.trees;
+        let observed = self.next_expiry().load(Ordering::Relaxed);
         let mut removed = 0;
         // Nothing left to read means the next record to expire is one written
-        // from now on, which expires a full TTL from now at the earliest.
-        let mut next = now.saturating_add(self.idempotency_ttl());
+        // from now on, which lowers the mark itself when it commits.
+        let mut next = u64::MAX;
         for entry in trees.idempotency_expiry.iter().take(limit) {
             let (key, _) = entry?;
             let Some((expires_at, record_key)) = layout::split_expiry_key(&key) else {
@@ -324,13 +458,13 @@ impl Store {
                 continue;
             };
             if expires_at > now {
-                next = expires_at;
+                next = expires_at.as_millis();
                 break;
             }
             // Stopped by the limit: the rest may have expired already.
-            next = now;
+            next = now.as_millis();
             if let Some(bytes) = trees.idempotency.get(record_key)? {
-                let record: IdempotencyRecord = layout::decode(&bytes)?;
+                let record = IdempotencyRecord::decode(&bytes)?;
                 // A newer record under the same key has its own expiry entry;
                 // compare-and-swap keeps a concurrent rewrite from being lost.
                 if record.expires_at <= now
@@ -344,24 +478,47 @@ impl Store {
             }
             trees.idempotency_expiry.remove(&key)?;
         }
-        self.set_next_expiry(next);
+        // Only raise the mark from what was read before the scan: a write
+        // that lowered it meanwhile keeps its lower mark. The mark is a time
+        // by the clock, not an age, so a clock that steps back lowers it
+        // with the next write and never stalls the purge.
+        let _ = self.next_expiry().compare_exchange(
+            observed,
+            next,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         Ok(removed)
     }
 
     /// Number of idempotency records held, expired or not (O(n): for tests
     /// and operators, not hot paths).
-    pub fn idempotency_record_count(&self) -> usize {
-        self.trees().idempotency.len()
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the store cannot be read.
+    pub fn idempotency_record_count(&self) -> Result<usize> {
+        Ok(self.engine()?.trees.idempotency.len())
     }
+}
 
-    fn live_record(&self, record_key: &[u8], now: Timestamp) -> Result<Option<IdempotencyRecord>> {
-        match self.trees().idempotency.get(record_key)? {
-            Some(bytes) => {
-                let record: IdempotencyRecord = layout::decode(&bytes)?;
-                Ok((record.expires_at > now).then_some(record))
-            }
-            None => Ok(None),
+/// The identity of one idempotent call, as the write path needs it.
+struct Once<'a> {
+    record_key: Vec<u8>,
+    fingerprint: [u8; 32],
+    annotation: &'a [u8],
+}
+
+fn live_record(
+    engine: &Engine,
+    record_key: &[u8],
+    now: Timestamp,
+) -> Result<Option<IdempotencyRecord>> {
+    match engine.trees.idempotency.get(record_key)? {
+        Some(bytes) => {
+            let record = IdempotencyRecord::decode(&bytes)?;
+            Ok((record.expires_at > now).then_some(record))
         }
+        None => Ok(None),
     }
 }
 
@@ -401,14 +558,16 @@ mod tests {
             fingerprint: [9; 32],
             executed_at: now,
             expires_at: now,
+            annotation: Vec::new(),
             outcome: RecordedOutcome::Document(doc),
         };
-        let record_bytes = layout::encode(&record).expect("record").len();
+        let record_bytes = record.encode().expect("record").len();
         let key = "0f8fad5b-d9cb-469f-a165-70867728950e"; // a UUID, as SDKs send
         let keys = layout::idempotency_key(ObjectId::from_bytes([2; 12]), key).len() * 2 + 8;
         eprintln!("document {doc_bytes} B; record {record_bytes} B + keys {keys} B");
-        // fingerprint, two varint timestamps of 9 bytes, the outcome tag
-        assert_eq!(record_bytes, doc_bytes + 32 + 2 * 9 + 1);
+        // fingerprint, two varint timestamps of 9 bytes, an empty
+        // annotation's length, the outcome tag
+        assert_eq!(record_bytes, doc_bytes + 32 + 2 * 9 + 1 + 1);
         assert!(record_bytes + keys < 300);
     }
 }

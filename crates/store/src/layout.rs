@@ -38,6 +38,9 @@ pub(crate) const IDENTITY_FILE: &str = "subscriberd-store-id";
 /// Key of the store's identity in the `meta` tree.
 pub(crate) const STORE_ID_KEY: &[u8] = b"store_id";
 
+/// Key in the `meta` tree written to prove a reopened database can write.
+pub(crate) const PROBE_KEY: &[u8] = b"write_probe";
+
 /// The trees of the store.
 #[derive(Debug, Clone)]
 pub(crate) struct Trees {
@@ -104,7 +107,13 @@ pub(crate) fn split_expiry_key(key: &[u8]) -> Option<(Timestamp, &[u8])> {
 
 /// Encodes a record with its envelope.
 pub(crate) fn encode<T: bincode::Encode>(record: &T) -> Result<Vec<u8>> {
-    let mut out = vec![FORMAT_VERSION];
+    encode_as(FORMAT_VERSION, record)
+}
+
+/// Encodes a record with its envelope, under a format version of its own
+/// (a record type whose layout changed carries a later version).
+pub(crate) fn encode_as<T: bincode::Encode>(format: u8, record: &T) -> Result<Vec<u8>> {
+    let mut out = vec![format];
     bincode::encode_into_std_write(record, &mut out, BINCODE)
         .map_err(|e| Error::Storage(format!("cannot encode record: {e}")))?;
     if out.len() > MAX_RECORD_BYTES {
@@ -121,14 +130,29 @@ pub(crate) fn encode<T: bincode::Encode>(record: &T) -> Result<Vec<u8>> {
 
 /// Decodes a record written by [`encode`]; never panics on any input.
 pub(crate) fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T> {
+    match split_format(bytes)? {
+        (FORMAT_VERSION, body) => decode_body(body),
+        (version, _) => Err(unsupported(version)),
+    }
+}
+
+/// The format version of a record and the bytes after it.
+pub(crate) fn split_format(bytes: &[u8]) -> Result<(u8, &[u8])> {
     let (&version, body) = bytes
         .split_first()
         .ok_or_else(|| Error::Corrupt("empty record".into()))?;
-    if version != FORMAT_VERSION {
-        return Err(Error::Corrupt(format!(
-            "record format version {version} is not supported (this build reads {FORMAT_VERSION})"
-        )));
-    }
+    Ok((version, body))
+}
+
+/// The error for a record of a format this build does not read.
+pub(crate) fn unsupported(version: u8) -> Error {
+    Error::Corrupt(format!(
+        "record format version {version} is not supported by this build"
+    ))
+}
+
+/// Decodes the bincode body of a record (after its format byte).
+pub(crate) fn decode_body<T: bincode::Decode<()>>(body: &[u8]) -> Result<T> {
     let (record, used) = bincode::decode_from_slice(body, BINCODE)
         .map_err(|e| Error::Corrupt(format!("cannot decode record: {e}")))?;
     if used != body.len() {

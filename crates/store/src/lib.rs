@@ -17,16 +17,16 @@
 //!
 //! let tenant = store.resolve_key(&key.secret)?;
 //! let mut input = SubscriberInput::new("user-42");
-//! input.first_name = Some("Ada".into());
+//! input.first_name = Some(Some("Ada".into()));
 //! let created = store.upsert(&tenant, input, None)?;
 //! assert_eq!(created.version, Version(0));
 //!
-//! let online = store.set_online(&tenant, "user-42", true, Some(Version(0)))?;
+//! let online = store.set_online(&tenant, "user-42", true, Some(Version(0).into()))?;
 //! assert_eq!(online.is_online, Some(true));
 //! assert_eq!(online.version, Version(1));
 //!
 //! // A stale expected version changes nothing.
-//! let stale = store.set_online(&tenant, "user-42", false, Some(Version(0)));
+//! let stale = store.set_online(&tenant, "user-42", false, Some(Version(0).into()));
 //! assert!(matches!(stale, Err(subscriber_store::Error::VersionConflict { .. })));
 //! assert_eq!(store.get(&tenant, "user-42")?.version, Version(1));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -41,6 +41,7 @@ mod error;
 mod id;
 mod idempotency;
 mod layout;
+mod precondition;
 mod presence;
 mod store;
 mod subscriber;
@@ -51,6 +52,7 @@ pub use config::{Config, Durability};
 pub use error::{Entity, Error, Result};
 pub use id::ObjectId;
 pub use idempotency::{Executed, Idempotency, IdempotencyKey, KeyProblem, MAX_IDEMPOTENCY_KEY_LEN};
+pub use precondition::Precondition;
 pub use store::{Command, Store};
 pub use subscriber::{
     Channel, ChannelSettings, Credentials, Data, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS, Subscriber,

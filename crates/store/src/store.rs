@@ -5,8 +5,9 @@
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::batch::Batcher;
 use crate::clock::{Clock, Timestamp};
@@ -15,8 +16,9 @@ use crate::durability::{Syncer, WriteBarrier};
 use crate::error::{Entity, Error, Result};
 use crate::id::ObjectId;
 use crate::layout::{self, Trees};
+use crate::precondition::Precondition;
 use crate::presence;
-use crate::subscriber::{Subscriber, SubscriberInput, Version, validate_subscriber_id};
+use crate::subscriber::{Subscriber, SubscriberInput, validate_subscriber_id};
 use crate::tenancy::Tenant;
 
 /// Writes to one subscriber are serialised by one of these locks, chosen by
@@ -33,22 +35,58 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Shared {
-    barrier: WriteBarrier,
-    batcher: Batcher,
-    trees: Trees,
-    db: sled::Db,
-    /// `None` for a temporary store.
-    data_dir: Option<std::path::PathBuf>,
+    /// The open database, or why there is none.
+    slot: RwLock<Slot>,
+    /// Serialises attempts to reopen the database after a storage failure.
+    recovery: Mutex<Recovery>,
+    config: Config,
     clock: Arc<dyn Clock>,
     stripes: Box<[Mutex<()>]>,
     idempotency_stripes: Box<[Mutex<()>]>,
     idempotency_ttl: std::time::Duration,
-    /// No idempotency record expires before this (ms); 0 until a purge has
-    /// looked. Lets writes skip the purge scan until something can expire.
+    /// No idempotency record expires before this (ms): every write lowers it
+    /// to its record's expiry, a purge raises it to the first unexpired
+    /// entry. Lets writes skip the purge scan until something can expire.
     next_expiry: std::sync::atomic::AtomicU64,
     stripe_hasher: std::collections::hash_map::RandomState,
     bootstrap: Mutex<()>,
 }
+
+#[derive(Debug)]
+enum Slot {
+    Open(Arc<Engine>),
+    /// Closed after a storage failure; the reason.
+    Closed(String),
+}
+
+#[derive(Debug)]
+struct Recovery {
+    /// No reopen is tried before this.
+    not_before: Option<Instant>,
+    backoff: Duration,
+}
+
+/// One open sled database and what writes to it: replaced as a whole when
+/// the store reopens after a storage failure.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub trees: Trees,
+    pub barrier: WriteBarrier,
+    pub batcher: Batcher,
+    db: sled::Db,
+    /// Set once a storage failure was seen: sled 0.34 keeps an I/O error for
+    /// good, and after a failed fdatasync nothing written since can be trusted.
+    failure: Mutex<Option<String>>,
+}
+
+impl Engine {
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
+    }
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A write to one subscriber, as [`Store::execute`] takes it.
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode)]
@@ -121,49 +159,22 @@ impl Store {
     /// locked (another process has it open); [`Error::Corrupt`] when sled
     /// finds its files damaged.
     pub fn open(config: Config) -> Result<Store> {
-        let mut sled_config = sled::Config::new()
-            .segment_size(layout::SEGMENT_SIZE)
-            .cache_capacity(config.cache_bytes);
-        sled_config = match &config.path {
-            Some(path) => sled_config.path(path),
-            None => sled_config.temporary(true),
-        };
-        let relaxed = config.durability == Durability::Relaxed;
-        let interval_ms = u64::try_from(config.flush_interval.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        sled_config = sled_config.flush_every_ms(relaxed.then_some(interval_ms));
-        let db = open_waiting_for_lock(&sled_config)?;
-        let trees = Trees::open(&db)?;
-        if let Some(path) = &config.path {
-            check_identity(&db, &trees.meta, path)?;
-        }
-        let barrier = match &config.path {
-            Some(path) if !relaxed => {
-                let syncer = Syncer::new(db.clone(), path)?;
-                // Whatever an earlier process left in the page cache is made
-                // durable before anything is read and reported as done; the
-                // directory entries sled may have just created too.
-                syncer.sync()?;
-                File::open(path)?.sync_all()?;
-                WriteBarrier::group_commit(syncer)
-            }
-            _ => WriteBarrier::Immediate,
-        };
+        let engine = open_engine(&config)?;
         Ok(Store {
             shared: Arc::new(Shared {
-                barrier,
-                batcher: Batcher::default(),
-                trees,
-                db,
-                data_dir: config.path,
-                clock: config.clock,
+                slot: RwLock::new(Slot::Open(Arc::new(engine))),
+                recovery: Mutex::new(Recovery {
+                    not_before: None,
+                    backoff: FIRST_BACKOFF,
+                }),
+                clock: Arc::clone(&config.clock),
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 idempotency_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 idempotency_ttl: config.idempotency_ttl,
                 next_expiry: std::sync::atomic::AtomicU64::new(0),
                 stripe_hasher: Default::default(),
                 bootstrap: Mutex::new(()),
+                config,
             }),
         })
     }
@@ -174,10 +185,26 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] when the flush fails.
     pub fn flush(&self) -> Result<()> {
-        match &self.shared.data_dir {
-            Some(path) => Syncer::new(self.shared.db.clone(), path)?.sync(),
-            None => Ok(()),
-        }
+        let engine = self.engine()?;
+        let result = self.sync_on(&engine);
+        self.noted(&engine, result)
+    }
+
+    /// One flush of `engine`, whatever the mode.
+    pub(crate) fn sync_on(&self, engine: &Engine) -> Result<()> {
+        sync_engine(engine, &self.shared.config)
+    }
+
+    /// Whether the store can write now. After a storage failure (disk full,
+    /// too many open files, an I/O error) the store closes its database and
+    /// reopens it in place on the next operation that finds the cause gone,
+    /// trying at most every few seconds; this call is such an operation, so
+    /// a health check that polls it also brings the store back.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] saying why the store cannot write.
+    pub fn check_writable(&self) -> Result<()> {
+        self.engine().map(drop)
     }
 
     /// The subscriber's current document.
@@ -188,11 +215,14 @@ impl Store {
     pub fn get(&self, tenant: &Tenant, subscriber_id: &str) -> Result<Subscriber> {
         validate_subscriber_id(subscriber_id)?;
         let key = layout::subscriber_key(tenant.environment_id(), subscriber_id);
-        self.read(&key)?.ok_or(Error::NotFound(Entity::Subscriber))
+        let engine = self.engine()?;
+        let result = read(&engine, &key);
+        self.noted(&engine, result)?
+            .ok_or(Error::NotFound(Entity::Subscriber))
     }
 
     /// Creates the subscriber, or sets the fields `input` gives if it exists.
-    /// With `expected`, applies only if the document exists at that version.
+    /// With `expected`, applies only if the document exists and satisfies it.
     ///
     /// # Errors
     /// As [`Store::execute`].
@@ -200,7 +230,7 @@ impl Store {
         &self,
         tenant: &Tenant,
         input: SubscriberInput,
-        expected: Option<Version>,
+        expected: Option<Precondition>,
     ) -> Result<Subscriber> {
         let command = Command::Upsert {
             input,
@@ -247,7 +277,7 @@ impl Store {
         tenant: &Tenant,
         subscriber_id: &str,
         online: bool,
-        expected: Option<Version>,
+        expected: Option<Precondition>,
     ) -> Result<Subscriber> {
         let command = Command::SetOnline {
             subscriber_id: subscriber_id.to_owned(),
@@ -264,7 +294,7 @@ impl Store {
         &self,
         tenant: &Tenant,
         subscriber_id: &str,
-        expected: Option<Version>,
+        expected: Option<Precondition>,
     ) -> Result<Subscriber> {
         let command = Command::Delete {
             subscriber_id: subscriber_id.to_owned(),
@@ -280,6 +310,11 @@ impl Store {
     /// write or delete of a missing subscriber is `NotFound`), then `expected`
     /// (`VersionConflict`), then `fail_if_exists` (`AlreadyExists`).
     ///
+    /// The write's time is read under the subscriber's lock and is never
+    /// earlier than the times already in the document, so `updatedAt` and
+    /// `lastOnlineAt` never go backwards along its versions, whatever the
+    /// wall clock does.
+    ///
     /// # Errors
     /// [`Error::InvalidInput`], [`Error::NotFound`],
     /// [`Error::VersionConflict`], [`Error::AlreadyExists`],
@@ -288,58 +323,142 @@ impl Store {
         &self,
         tenant: &Tenant,
         command: Command,
-        expected: Option<Version>,
+        expected: Option<Precondition>,
     ) -> Result<Subscriber> {
-        let (key, now, fresh_id) = self.prepare(tenant, &command)?;
-        let doc = {
-            let _stripe = self.lock_stripe(&key);
-            let current = self.read(&key)?;
-            let (doc, change) = decide(command, current, expected, tenant, now, fresh_id)?;
-            let tree = &self.shared.trees.subscribers;
+        let prepared = self.prepare(tenant, &command)?;
+        let engine = self.engine()?;
+        let result = self.execute_on(&engine, tenant, command, expected.as_ref(), &prepared);
+        self.noted(&engine, result)
+    }
+
+    fn execute_on(
+        &self,
+        engine: &Engine,
+        tenant: &Tenant,
+        command: Command,
+        expected: Option<&Precondition>,
+        prepared: &Prepared,
+    ) -> Result<Subscriber> {
+        let (doc, ticket) = {
+            let _stripe = self.lock_stripe(&prepared.doc_key);
+            let now = self.now();
+            let current = read(engine, &prepared.doc_key)?;
+            let (doc, change) = decide(command, current, expected, tenant, now, prepared.fresh_id)?;
+            let tree = &engine.trees.subscribers;
             match change {
-                Change::Put(bytes) => tree.insert(&key, bytes)?,
-                Change::Remove => tree.remove(&key)?,
+                Change::Put(bytes) => tree.insert(&prepared.doc_key, bytes)?,
+                Change::Remove => tree.remove(&prepared.doc_key)?,
             };
-            doc
+            (doc, engine.barrier.ticket())
         };
-        self.barrier().wait_committed()?;
+        engine.barrier.wait_until_durable(ticket)?;
         Ok(doc)
     }
 
     /// Validates a command and computes what its write needs before any
-    /// lock is taken: the document's key, the time, and an id for a create.
-    pub(crate) fn prepare(
-        &self,
-        tenant: &Tenant,
-        command: &Command,
-    ) -> Result<(Vec<u8>, Timestamp, ObjectId)> {
+    /// lock is taken: the document's key and an id for a create.
+    pub(crate) fn prepare(&self, tenant: &Tenant, command: &Command) -> Result<Prepared> {
         command.validate()?;
-        let now = self.now();
         let fresh_id = match command {
-            Command::Upsert { .. } => ObjectId::generate(now)?,
+            Command::Upsert { .. } => ObjectId::generate(self.now())?,
             _ => ObjectId::from_bytes([0; 12]),
         };
-        let key = layout::subscriber_key(tenant.environment_id(), command.subscriber_id());
-        Ok((key, now, fresh_id))
+        let doc_key = layout::subscriber_key(tenant.environment_id(), command.subscriber_id());
+        Ok(Prepared { doc_key, fresh_id })
     }
 
     /// Whether a write waits for the disk before it returns (durable mode on
     /// a persistent store): callers on an async runtime should then run
     /// writes where blocking is allowed.
     pub fn waits_for_disk(&self) -> bool {
-        matches!(self.shared.barrier, WriteBarrier::GroupCommit(_))
+        self.shared.config.path.is_some() && self.shared.config.durability == Durability::Durable
     }
 
-    /// Completed group-commit rounds since open: each is one sled flush plus
-    /// one fdatasync. 0 in relaxed mode and for temporary stores.
+    /// Completed group-commit rounds of the open database: each is one sled
+    /// flush plus one fdatasync. 0 in relaxed mode and for temporary stores.
     pub fn flush_rounds(&self) -> u64 {
-        self.shared.barrier.rounds()
+        match &*self.shared.slot.read() {
+            Slot::Open(engine) => engine.barrier.rounds(),
+            Slot::Closed(_) => 0,
+        }
     }
 
-    pub(crate) fn read(&self, key: &[u8]) -> Result<Option<Subscriber>> {
-        match self.shared.trees.subscribers.get(key)? {
-            Some(bytes) => layout::decode(&bytes).map(Some),
-            None => Ok(None),
+    /// The open database, reopened first if a storage failure closed it
+    /// (at most one attempt per back-off interval; others fail fast).
+    pub(crate) fn engine(&self) -> Result<Arc<Engine>> {
+        if let Slot::Open(engine) = &*self.shared.slot.read() {
+            if engine.failure.lock().is_none() {
+                return Ok(Arc::clone(engine));
+            }
+        }
+        self.recover()
+    }
+
+    /// Records a storage failure seen by an operation on `engine`: the
+    /// next operation reopens the database.
+    pub(crate) fn noted<T>(&self, engine: &Engine, result: Result<T>) -> Result<T> {
+        if let Err(Error::Storage(reason)) = &result {
+            let mut failure = engine.failure.lock();
+            if failure.is_none() {
+                *failure = Some(reason.clone());
+            }
+        }
+        result
+    }
+
+    fn recover(&self) -> Result<Arc<Engine>> {
+        let mut recovery = self.shared.recovery.lock();
+        let reason = match &*self.shared.slot.read() {
+            Slot::Open(engine) => match engine.failure() {
+                None => return Ok(Arc::clone(engine)),
+                Some(reason) => reason,
+            },
+            Slot::Closed(reason) => reason.clone(),
+        };
+        let unavailable = |why: &str| Error::Storage(format!("the store cannot write: {why}"));
+        if self.shared.config.path.is_none() {
+            // A temporary database cannot be reopened without losing it.
+            return Err(unavailable(&reason));
+        }
+        if recovery.not_before.is_some_and(|t| Instant::now() < t) {
+            return Err(unavailable(&reason));
+        }
+        let backoff = |recovery: &mut Recovery| {
+            recovery.not_before = Some(Instant::now() + recovery.backoff);
+            recovery.backoff = (recovery.backoff * 2).min(MAX_BACKOFF);
+        };
+        let old = std::mem::replace(&mut *self.shared.slot.write(), Slot::Closed(reason.clone()));
+        if let Slot::Open(old) = old {
+            // Operations still running on the old database finish first
+            // (they fail fast once it has failed): sled's directory lock is
+            // released only when its last handle is gone.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Arc::strong_count(&old) > 1 {
+                if Instant::now() > deadline {
+                    *self.shared.slot.write() = Slot::Open(old);
+                    backoff(&mut recovery);
+                    return Err(unavailable(&reason));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        match open_engine(&self.shared.config).and_then(|engine| {
+            probe(&engine, &self.shared.config)?;
+            Ok(engine)
+        }) {
+            Ok(engine) => {
+                let engine = Arc::new(engine);
+                *self.shared.slot.write() = Slot::Open(Arc::clone(&engine));
+                recovery.not_before = None;
+                recovery.backoff = FIRST_BACKOFF;
+                Ok(engine)
+            }
+            Err(e) => {
+                let why = e.to_string();
+                *self.shared.slot.write() = Slot::Closed(why.clone());
+                backoff(&mut recovery);
+                Err(unavailable(&why))
+            }
         }
     }
 
@@ -365,39 +484,90 @@ impl Store {
         self.shared.clock.now()
     }
 
-    pub(crate) fn trees(&self) -> &Trees {
-        &self.shared.trees
-    }
-
     pub(crate) fn idempotency_ttl(&self) -> std::time::Duration {
         self.shared.idempotency_ttl
     }
 
-    pub(crate) fn next_expiry(&self) -> Timestamp {
-        let millis = self
-            .shared
-            .next_expiry
-            .load(std::sync::atomic::Ordering::Relaxed);
-        Timestamp::from_millis(millis)
-    }
-
-    pub(crate) fn set_next_expiry(&self, at: Timestamp) {
-        self.shared
-            .next_expiry
-            .store(at.as_millis(), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub(crate) fn batcher(&self) -> &Batcher {
-        &self.shared.batcher
-    }
-
-    pub(crate) fn barrier(&self) -> &WriteBarrier {
-        &self.shared.barrier
+    pub(crate) fn next_expiry(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.shared.next_expiry
     }
 
     pub(crate) fn bootstrap_lock(&self) -> MutexGuard<'_, ()> {
         self.shared.bootstrap.lock()
     }
+}
+
+/// What a write needs before it takes any lock.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub doc_key: Vec<u8>,
+    pub fresh_id: ObjectId,
+}
+
+pub(crate) fn read(engine: &Engine, key: &[u8]) -> Result<Option<Subscriber>> {
+    match engine.trees.subscribers.get(key)? {
+        Some(bytes) => layout::decode(&bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Opens sled as `config` says, checks the store's identity, and in durable
+/// mode syncs once so nothing an earlier process left unsynced is reported
+/// as done.
+fn open_engine(config: &Config) -> Result<Engine> {
+    let mut sled_config = sled::Config::new()
+        .segment_size(layout::SEGMENT_SIZE)
+        .cache_capacity(config.cache_bytes);
+    sled_config = match &config.path {
+        Some(path) => sled_config.path(path),
+        None => sled_config.temporary(true),
+    };
+    let relaxed = config.durability == Durability::Relaxed;
+    let interval_ms = u64::try_from(config.flush_interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    sled_config = sled_config.flush_every_ms(relaxed.then_some(interval_ms));
+    let db = open_waiting_for_lock(&sled_config)?;
+    let trees = Trees::open(&db)?;
+    if let Some(path) = &config.path {
+        check_identity(&db, &trees.meta, path)?;
+    }
+    let barrier = match &config.path {
+        Some(path) if !relaxed => {
+            let syncer = Syncer::new(db.clone(), path)?;
+            // Whatever an earlier process left in the page cache is made
+            // durable before anything is read and reported as done; the
+            // directory entries sled may have just created too.
+            syncer.sync()?;
+            File::open(path)?.sync_all()?;
+            WriteBarrier::group_commit(syncer)
+        }
+        _ => WriteBarrier::Immediate,
+    };
+    Ok(Engine {
+        trees,
+        barrier,
+        batcher: Batcher::default(),
+        db,
+        failure: Mutex::new(None),
+    })
+}
+
+/// A flush of everything committed, whatever the mode (none for a
+/// temporary store).
+fn sync_engine(engine: &Engine, config: &Config) -> Result<()> {
+    match (engine.barrier.syncer(), &config.path) {
+        (Some(syncer), _) => syncer.sync(),
+        (None, Some(path)) => Syncer::new(engine.db.clone(), path)?.sync(),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Proves a reopened database can write: a small durable write.
+fn probe(engine: &Engine, config: &Config) -> Result<()> {
+    let now = config.clock.now().as_millis().to_be_bytes();
+    engine.trees.meta.insert(layout::PROBE_KEY, &now[..])?;
+    sync_engine(engine, config)
 }
 
 /// Refuses a database that lost the identity its directory says it holds;
@@ -466,18 +636,21 @@ fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db> {
 }
 
 /// The pure part of a write: what the document becomes and what to store.
+/// `now` is raised to the latest time already in the document, so a write
+/// never moves its times backwards.
 pub(crate) fn decide(
     command: Command,
     current: Option<Subscriber>,
-    expected: Option<Version>,
+    expected: Option<&Precondition>,
     tenant: &Tenant,
     now: Timestamp,
     fresh_id: ObjectId,
 ) -> Result<(Subscriber, Change)> {
+    let now = current.as_ref().map_or(now, |doc| doc.write_time(now));
     let current_version = current.as_ref().map(|d| d.version);
     let check_version = || match expected {
-        Some(expected) if current_version != Some(expected) => Err(Error::VersionConflict {
-            expected,
+        Some(expected) if !expected.holds(current_version) => Err(Error::VersionConflict {
+            expected: expected.clone(),
             current: current_version,
         }),
         _ => Ok(()),

@@ -16,6 +16,18 @@ use crate::tenancy::Tenant;
 )]
 pub struct Version(pub u64);
 
+impl Subscriber {
+    /// The time a write at `now` gives this document: never earlier than
+    /// a time it already holds, so its times never go backwards.
+    pub(crate) fn write_time(&self, now: Timestamp) -> Timestamp {
+        let latest = self
+            .updated_at
+            .max(self.created_at)
+            .max(self.last_online_at.unwrap_or(self.updated_at));
+        now.max(latest)
+    }
+}
+
 impl Version {
     pub(crate) fn next(self) -> Version {
         Version(self.0.saturating_add(1))
@@ -97,7 +109,17 @@ impl Data {
             .map_err(|e| Error::invalid("data", e.to_string()))
     }
 
-    /// Parses JSON text.
+    /// Parses JSON text and keeps it exactly as written, less the
+    /// whitespace between tokens: numbers keep every digit and their form
+    /// (`12345678901234567890123`, `1e2`), strings their escapes, objects
+    /// their key order.
+    ///
+    /// ```
+    /// use subscriber_store::Data;
+    /// let data = Data::parse("{ \"n\": 1e2, \"big\": 12345678901234567890123 }")?;
+    /// assert_eq!(data.as_json(), r#"{"n":1e2,"big":12345678901234567890123}"#);
+    /// # Ok::<(), subscriber_store::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming `data` when the text is not JSON, or is
@@ -105,7 +127,10 @@ impl Data {
     pub fn parse(text: &str) -> Result<Data> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| Error::invalid("data", e.to_string()))?;
-        Data::from_value(&value)
+        if !(value.is_object() || value.is_null()) {
+            return Err(Error::invalid("data", "data must be an object or null"));
+        }
+        Ok(Data(without_whitespace(text)))
     }
 
     /// The JSON text (compact).
@@ -120,6 +145,27 @@ impl Data {
     pub fn to_value(&self) -> Result<serde_json::Value> {
         serde_json::from_str(&self.0).map_err(|e| Error::Corrupt(format!("data is not JSON: {e}")))
     }
+}
+
+/// Valid JSON text with the whitespace outside strings removed.
+fn without_whitespace(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl fmt::Debug for Data {
@@ -195,21 +241,43 @@ pub struct Subscriber {
     pub timezone: Option<String>,
 }
 
-/// What a create/upsert sets: the id, and every other field only if `Some`.
+/// What a create/upsert sets: the id, and each other field as given.
+///
+/// Every optional field is three-way (as Novu's API is, where a client may
+/// send `null`): `None` leaves the field as it is; `Some(None)` clears it (on
+/// a create: leaves it unset); `Some(Some(value))` sets it. `channels` is
+/// two-way: `None` leaves the channels, `Some(list)` replaces them.
+///
+/// ```
+/// use subscriber_store::{Config, Store, SubscriberInput};
+///
+/// let store = Store::open(Config::temporary())?;
+/// let org = store.create_organization("Acme")?;
+/// let tenant = store.create_environment(org.id, "Development")?.tenant();
+/// let mut input = SubscriberInput::new("u1");
+/// input.first_name = Some(Some("Ada".into()));
+/// input.last_name = Some(None); // nothing to clear on a create
+/// let doc = store.upsert(&tenant, input, None)?;
+/// assert_eq!((doc.first_name.as_deref(), doc.last_name), (Some("Ada"), None));
+///
+/// let mut clear = SubscriberInput::new("u1");
+/// clear.first_name = Some(None);
+/// assert_eq!(store.upsert(&tenant, clear, None)?.first_name, None);
+/// # Ok::<(), subscriber_store::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, bincode::Encode)]
 #[allow(missing_docs)] // each field is the Novu field of the same name
 pub struct SubscriberInput {
     pub subscriber_id: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    /// `Some(None)` sets the email to null.
+    pub first_name: Option<Option<String>>,
+    pub last_name: Option<Option<String>>,
     pub email: Option<Option<String>>,
-    pub phone: Option<String>,
-    pub avatar: Option<String>,
-    pub locale: Option<String>,
+    pub phone: Option<Option<String>>,
+    pub avatar: Option<Option<String>>,
+    pub locale: Option<Option<String>>,
     pub channels: Option<Vec<ChannelSettings>>,
-    pub data: Option<Data>,
-    pub timezone: Option<String>,
+    pub data: Option<Option<Data>>,
+    pub timezone: Option<Option<String>>,
 }
 
 impl SubscriberInput {
@@ -277,7 +345,9 @@ impl SubscriberInput {
         let env = tenant.environment_id();
         set(&mut doc.first_name, self.first_name);
         set(&mut doc.last_name, self.last_name);
-        set(&mut doc.email, self.email);
+        // The stored email keeps its own null (`Some(None)`) for documents
+        // written before null meant "clear"; a clear now removes the field.
+        set(&mut doc.email, self.email.map(|e| e.map(Some)));
         set(&mut doc.phone, self.phone);
         set(&mut doc.avatar, self.avatar);
         set(&mut doc.locale, self.locale);
@@ -298,8 +368,10 @@ impl SubscriberInput {
     }
 }
 
-fn set<T>(field: &mut Option<T>, given: Option<T>) {
-    if given.is_some() {
+/// Applies a three-way input field: absent keeps, `Some(None)` clears,
+/// `Some(Some(v))` sets.
+fn set<T>(field: &mut Option<T>, given: Option<Option<T>>) {
+    if let Some(given) = given {
         *field = given;
     }
 }
@@ -341,6 +413,15 @@ mod tests {
         for bad in ["[]", "1", "\"s\"", "true", "{", ""] {
             assert!(Data::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parsed_data_keeps_its_text() {
+        let text = "{ \"a b\" : [1e2, 1.50, -0.0],\n \"s\": \"x \\\" y\\\\\", \"z\":{}}";
+        assert_eq!(
+            Data::parse(text).expect("json").as_json(),
+            r#"{"a b":[1e2,1.50,-0.0],"s":"x \" y\\","z":{}}"#
+        );
     }
 
     #[test]

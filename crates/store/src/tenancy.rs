@@ -8,7 +8,7 @@ use crate::clock::Timestamp;
 use crate::error::{Entity, Error, Result};
 use crate::id::{ObjectId, fill_random, hex};
 use crate::layout;
-use crate::store::Store;
+use crate::store::{Engine, Store};
 
 /// The scope of subscriber operations: one environment of one organization.
 ///
@@ -114,6 +114,20 @@ fn digest(secret: &str) -> [u8; 32] {
 }
 
 impl Store {
+    /// Makes the tenancy change just committed in memory durable, whatever
+    /// the mode: in relaxed mode a created key that vanishes, or a revoked
+    /// key that works again, after a crash is a security problem, not a lost
+    /// presence update; these writes are rare, so each pays for a flush.
+    /// Durable mode shares the group commit; a temporary store never syncs.
+    fn persist_tenancy(&self, engine: &Engine) -> Result<()> {
+        let result = if self.waits_for_disk() {
+            engine.barrier.wait_until_durable(engine.barrier.ticket())
+        } else {
+            self.sync_on(engine)
+        };
+        self.noted(engine, result)
+    }
+
     /// Creates an organization.
     ///
     /// # Errors
@@ -126,11 +140,12 @@ impl Store {
             name: name.to_owned(),
             created_at: now,
         };
-        let trees = self.trees();
-        trees
+        let engine = self.engine()?;
+        engine
+            .trees
             .organizations
             .insert(org.id.as_bytes(), layout::encode(&org)?)?;
-        self.barrier().wait_committed()?;
+        self.persist_tenancy(&engine)?;
         Ok(org)
     }
 
@@ -141,7 +156,8 @@ impl Store {
     /// [`Error::InvalidInput`]; [`Error::Storage`].
     pub fn create_environment(&self, organization: ObjectId, name: &str) -> Result<Environment> {
         validate_name("name", name)?;
-        let trees = self.trees();
+        let engine = self.engine()?;
+        let trees = &engine.trees;
         if !trees.organizations.contains_key(organization.as_bytes())? {
             return Err(Error::NotFound(Entity::Organization));
         }
@@ -155,7 +171,7 @@ impl Store {
         trees
             .environments
             .insert(env.id.as_bytes(), layout::encode(&env)?)?;
-        self.barrier().wait_committed()?;
+        self.persist_tenancy(&engine)?;
         Ok(env)
     }
 
@@ -164,7 +180,8 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`], [`Error::Corrupt`].
     pub fn environments(&self) -> Result<Vec<Environment>> {
-        self.trees()
+        self.engine()?
+            .trees
             .environments
             .iter()
             .values()
@@ -177,7 +194,8 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`], [`Error::Corrupt`].
     pub fn organizations(&self) -> Result<Vec<Organization>> {
-        self.trees()
+        self.engine()?
+            .trees
             .organizations
             .iter()
             .values()
@@ -190,7 +208,7 @@ impl Store {
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Storage`], [`Error::Corrupt`].
     pub fn environment(&self, id: ObjectId) -> Result<Environment> {
-        match self.trees().environments.get(id.as_bytes())? {
+        match self.engine()?.trees.environments.get(id.as_bytes())? {
             Some(bytes) => layout::decode(&bytes),
             None => Err(Error::NotFound(Entity::Environment)),
         }
@@ -205,7 +223,8 @@ impl Store {
     }
 
     /// Issues a new API key for an environment. The secret is in the answer
-    /// and nowhere else: the store keeps its SHA-256 digest.
+    /// and nowhere else: the store keeps its SHA-256 digest. The key is on
+    /// disk when this returns, in every durability mode.
     ///
     /// # Errors
     /// [`Error::NotFound`] if the environment does not exist; [`Error::Storage`].
@@ -228,10 +247,12 @@ impl Store {
             hint: secret[secret.len().saturating_sub(4)..].to_owned(),
             created_at: now,
         };
-        self.trees()
+        let engine = self.engine()?;
+        engine
+            .trees
             .api_keys
             .insert(digest(secret), layout::encode(&info)?)?;
-        self.barrier().wait_committed()?;
+        self.persist_tenancy(&engine)?;
         Ok(info)
     }
 
@@ -251,7 +272,7 @@ impl Store {
             ));
         }
         let env = self.environment(environment)?;
-        if let Some(bytes) = self.trees().api_keys.get(digest(secret))? {
+        if let Some(bytes) = self.engine()?.trees.api_keys.get(digest(secret))? {
             let info: ApiKeyInfo = layout::decode(&bytes)?;
             if info.environment_id != env.id {
                 return Err(Error::invalid(
@@ -281,7 +302,7 @@ impl Store {
     /// [`Error::NotFound`] (`ApiKey`) for an unknown or revoked key;
     /// [`Error::Storage`], [`Error::Corrupt`].
     pub fn resolve_key(&self, secret: &str) -> Result<Tenant> {
-        match self.trees().api_keys.get(digest(secret))? {
+        match self.engine()?.trees.api_keys.get(digest(secret))? {
             Some(bytes) => {
                 let info: ApiKeyInfo = layout::decode(&bytes)?;
                 Ok(Tenant {
@@ -299,7 +320,7 @@ impl Store {
     /// [`Error::Storage`], [`Error::Corrupt`].
     pub fn keys(&self, environment: Option<ObjectId>) -> Result<Vec<ApiKeyInfo>> {
         let mut keys = Vec::new();
-        for value in self.trees().api_keys.iter().values() {
+        for value in self.engine()?.trees.api_keys.iter().values() {
             let info: ApiKeyInfo = layout::decode(&value?)?;
             if environment.is_none_or(|env| env == info.environment_id) {
                 keys.push(info);
@@ -309,18 +330,20 @@ impl Store {
         Ok(keys)
     }
 
-    /// Revokes a key by id; it stops resolving at once.
+    /// Revokes a key by id; it stops resolving at once, and the revocation
+    /// is on disk when this returns, in every durability mode.
     ///
     /// # Errors
     /// [`Error::NotFound`] (`ApiKey`) if no key has this id; [`Error::Storage`].
     pub fn revoke_key(&self, id: ObjectId) -> Result<()> {
-        let api_keys = &self.trees().api_keys;
+        let engine = self.engine()?;
+        let api_keys = &engine.trees.api_keys;
         for entry in api_keys.iter() {
             let (digest, value) = entry?;
             let info: ApiKeyInfo = layout::decode(&value)?;
             if info.id == id {
                 api_keys.remove(digest)?;
-                self.barrier().wait_committed()?;
+                self.persist_tenancy(&engine)?;
                 return Ok(());
             }
         }

@@ -103,7 +103,7 @@ fn same_key_with_another_request_is_refused_and_writes_nothing() {
     let others = [
         (online("u2", true), None),
         (online("u1", false), None),
-        (online("u1", true), Some(Version(1))),
+        (online("u1", true), Some(Version(1).into())),
         (
             Command::Upsert {
                 input: SubscriberInput::new("u1"),
@@ -121,7 +121,7 @@ fn same_key_with_another_request_is_refused_and_writes_nothing() {
     for (command, expected) in others {
         assert_eq!(
             f.store
-                .execute_once(&f.tenant, command.clone(), expected, &key),
+                .execute_once(&f.tenant, command.clone(), expected.clone(), &key),
             Err(Error::IdempotencyKeyReused),
             "{command:?}"
         );
@@ -199,7 +199,7 @@ fn expired_record_executes_afresh_and_purge_removes_old_records() {
             )
             .expect("write");
     }
-    assert_eq!(f.store.idempotency_record_count(), 10);
+    assert_eq!(f.store.idempotency_record_count().expect("count"), 10);
 
     // Just before expiry the record still replays.
     f.clock.advance(Duration::from_secs(24 * 3600 - 1));
@@ -219,11 +219,11 @@ fn expired_record_executes_afresh_and_purge_removes_old_records() {
     assert_eq!(fresh.outcome.expect("doc").version, Version(11));
 
     // The fresh write purged a bounded batch on its way out; purge the rest.
-    assert!(f.store.idempotency_record_count() < 11);
+    assert!(f.store.idempotency_record_count().expect("count") < 11);
     let purged = f.store.purge_expired(usize::MAX).expect("purge");
     assert!(purged > 0);
     // Only the fresh k0 record is left.
-    assert_eq!(f.store.idempotency_record_count(), 1);
+    assert_eq!(f.store.idempotency_record_count().expect("count"), 1);
     assert!(
         f.store
             .recorded(&f.tenant, &IdempotencyKey::new("k0").expect("key"))
@@ -268,12 +268,17 @@ fn version_conflict_and_already_exists_are_recorded() {
     let f = with_subscribers(&["u1"]);
     let conflict = f
         .store
-        .execute_once(&f.tenant, online("u1", true), Some(Version(9)), &once("a"))
+        .execute_once(
+            &f.tenant,
+            online("u1", true),
+            Some(Version(9).into()),
+            &once("a"),
+        )
         .expect("executed");
     assert_eq!(
         conflict.outcome,
         Err(Error::VersionConflict {
-            expected: Version(9),
+            expected: Version(9).into(),
             current: Some(Version(0))
         })
     );
@@ -292,7 +297,7 @@ fn version_conflict_and_already_exists_are_recorded() {
         })
     );
     for (key, command, expected) in [
-        ("a", online("u1", true), Some(Version(9))),
+        ("a", online("u1", true), Some(Version(9).into())),
         ("b", create, None),
     ] {
         let replay = f
@@ -312,7 +317,7 @@ fn rejected_input_is_not_recorded_so_a_corrected_retry_executes() {
         .execute_once(&f.tenant, online("", true), None, &key)
         .expect_err("invalid id");
     assert!(matches!(bad, Error::InvalidInput { .. }), "{bad:?}");
-    assert_eq!(f.store.idempotency_record_count(), 0);
+    assert_eq!(f.store.idempotency_record_count().expect("count"), 0);
     let good = f
         .store
         .execute_once(&f.tenant, online("u1", true), None, &key)
@@ -412,7 +417,7 @@ fn concurrent_keyed_writes_share_transactions_and_each_is_recorded() {
         let current = f.store.get(&f.tenant, id).expect("get").version.0;
         assert_eq!(versions, (1..=current).collect::<Vec<_>>(), "{id}");
     }
-    assert_eq!(f.store.idempotency_record_count(), 32 * 50);
+    assert_eq!(f.store.idempotency_record_count().expect("count"), 32 * 50);
     for (id, key, on, v) in all {
         let replay = f
             .store

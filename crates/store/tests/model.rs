@@ -16,7 +16,7 @@ use subscriber_store::{
 enum Op {
     Upsert {
         id: &'static str,
-        first_name: Option<String>,
+        first_name: Option<Option<String>>,
         email: Option<Option<String>>,
         fail_if_exists: bool,
         expected: Option<u64>,
@@ -43,7 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (
             id.clone(),
-            prop::option::of("[a-z]{0,3}"),
+            prop::option::of(prop::option::of("[a-z]{0,3}")),
             prop::option::of(prop::option::of("[a-z]{1,3}@x")),
             prop::bool::weighted(0.2),
             expected.clone()
@@ -97,7 +97,7 @@ struct Model {
 
 fn conflict(expected: u64, current: Option<&Doc>) -> Error {
     Error::VersionConflict {
-        expected: Version(expected),
+        expected: Version(expected).into(),
         current: current.map(|d| Version(d.version)),
     }
 }
@@ -141,11 +141,12 @@ impl Model {
                             version: 0,
                         },
                     };
-                    if first_name.is_some() {
+                    // Three-way fields: absent keeps, null clears, a value sets.
+                    if let Some(first_name) = first_name {
                         doc.first_name = first_name.clone();
                     }
-                    if email.is_some() {
-                        doc.email = email.clone();
+                    if let Some(email) = email {
+                        doc.email = email.clone().map(Some);
                     }
                     self.docs.insert(id, doc.clone());
                     Ok(doc)
@@ -204,15 +205,17 @@ fn run(f: &mut common::Fixture, op: &Op) -> Option<Result<Subscriber, Error>> {
                     input,
                     fail_if_exists: *fail_if_exists,
                 };
-                store.execute(tenant, command, expected.map(Version))
+                store.execute(tenant, command, expected.map(|v| Version(v).into()))
             }
         }
         Op::SetOnline {
             id,
             online,
             expected,
-        } => store.set_online(tenant, id, *online, expected.map(Version)),
-        Op::Delete { id, expected } => store.delete(tenant, id, expected.map(Version)),
+        } => store.set_online(tenant, id, *online, expected.map(|v| Version(v).into())),
+        Op::Delete { id, expected } => {
+            store.delete(tenant, id, expected.map(|v| Version(v).into()))
+        }
         Op::Get { id } => store.get(tenant, id),
         Op::Advance(ms) => {
             f.clock.advance(Duration::from_millis(*ms));

@@ -121,3 +121,33 @@ fn presence_write_with_invalid_id_is_invalid_input() {
         .expect_err("empty id");
     assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
 }
+
+#[test]
+fn times_never_go_backwards_when_the_clock_steps_back() {
+    let f = fixture_with("u1");
+    f.clock.advance(Duration::from_secs(60));
+    let offline = f
+        .store
+        .set_online(&f.tenant, "u1", false, None)
+        .expect("v1");
+    assert_eq!(offline.last_online_at, Some(f.ms(60_000)));
+    // The wall clock is corrected by a minute and a half.
+    f.clock.set(subscriber_store::Timestamp::from_millis(
+        common::START.as_millis() - 30_000,
+    ));
+    let online = f.store.set_online(&f.tenant, "u1", true, None).expect("v2");
+    assert!(online.updated_at >= offline.updated_at, "{online:?}");
+    let offline_again = f
+        .store
+        .set_online(&f.tenant, "u1", false, None)
+        .expect("v3");
+    assert!(offline_again.last_online_at >= offline.last_online_at);
+    assert!(offline_again.updated_at >= online.updated_at);
+    let upserted = f
+        .store
+        .upsert(&f.tenant, SubscriberInput::new("u1"), None)
+        .expect("v4");
+    assert!(upserted.updated_at >= offline_again.updated_at);
+    assert!(upserted.created_at <= upserted.updated_at);
+    assert_eq!(upserted.version, Version(4));
+}

@@ -10,7 +10,9 @@ fn reopen_keeps_documents_tenants_and_keys() {
     let mut f = Fixture::new();
     let key = f.store.issue_key(f.tenant.environment_id()).expect("key");
     let mut input = SubscriberInput::new("u1");
-    input.data = Some(Data::from_value(&serde_json::json!({"k": [1, 2]})).expect("data"));
+    input.data = Some(Some(
+        Data::from_value(&serde_json::json!({"k": [1, 2]})).expect("data"),
+    ));
     f.store.upsert(&f.tenant, input, None).expect("create");
     f.store
         .upsert(&f.tenant, SubscriberInput::new("u2"), None)

@@ -34,22 +34,24 @@ fn create_sets_defaults_and_version_zero() {
 fn upsert_changes_only_given_fields_and_raises_version() {
     let f = Fixture::new();
     let mut input = SubscriberInput::new("u1");
-    input.first_name = Some("Ada".into());
+    input.first_name = Some(Some("Ada".into()));
     input.email = Some(Some("ada@example.com".into()));
-    input.data = Some(Data::from_value(&serde_json::json!({"plan": "pro"})).expect("data"));
+    input.data = Some(Some(
+        Data::from_value(&serde_json::json!({"plan": "pro"})).expect("data"),
+    ));
     let created = f.store.upsert(&f.tenant, input, None).expect("create");
 
     f.clock.advance(Duration::from_secs(5));
     let mut input = SubscriberInput::new("u1");
-    input.last_name = Some("Lovelace".into());
-    input.email = Some(None);
+    input.last_name = Some(Some("Lovelace".into()));
+    input.email = Some(None); // null clears
     let updated = f.store.upsert(&f.tenant, input, None).expect("update");
 
     assert_eq!(updated.id, created.id);
     assert_eq!(updated.version, Version(1));
     assert_eq!(updated.first_name.as_deref(), Some("Ada"));
     assert_eq!(updated.last_name.as_deref(), Some("Lovelace"));
-    assert_eq!(updated.email, Some(None));
+    assert_eq!(updated.email, None);
     assert_eq!(updated.data, created.data);
     assert_eq!(updated.created_at, START);
     assert_eq!(updated.updated_at, f.ms(5_000));
@@ -75,7 +77,7 @@ fn create_only_fails_when_present_and_changes_nothing() {
         .create(&f.tenant, SubscriberInput::new("u1"))
         .expect("create");
     let mut input = SubscriberInput::new("u1");
-    input.first_name = Some("Changed".into());
+    input.first_name = Some(Some("Changed".into()));
     assert_eq!(
         f.store.create(&f.tenant, input),
         Err(Error::AlreadyExists {
@@ -92,7 +94,7 @@ fn data_comes_back_equal() {
     let f = Fixture::new();
     let value = serde_json::json!({"b": [1, 2.5, {"x": null}], "a": "ünïcode", "n": -7});
     let mut input = SubscriberInput::new("u1");
-    input.data = Some(Data::from_value(&value).expect("data"));
+    input.data = Some(Some(Data::from_value(&value).expect("data")));
     f.store.upsert(&f.tenant, input, None).expect("create");
     let doc = f.store.get(&f.tenant, "u1").expect("get");
     let data = doc.data.expect("data set");
@@ -165,7 +167,9 @@ fn oversized_document_is_rejected() {
     let f = Fixture::new();
     let mut input = SubscriberInput::new("u1");
     let big = "x".repeat(600 * 1024);
-    input.data = Some(Data::from_value(&serde_json::json!({ "blob": big })).expect("data"));
+    input.data = Some(Some(
+        Data::from_value(&serde_json::json!({ "blob": big })).expect("data"),
+    ));
     let err = f.store.upsert(&f.tenant, input, None).expect_err("too big");
     assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
     assert!(f.store.get(&f.tenant, "u1").is_err());
