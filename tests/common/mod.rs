@@ -2,8 +2,8 @@
 //! directory, port 0, and reads the address it reports.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -18,6 +18,8 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     stdout: Arc<Mutex<String>>,
+    /// Lines before the address, until `stderr` hands them out.
+    startup: Mutex<Vec<String>>,
     stderr_lines: mpsc::Receiver<String>,
 }
 
@@ -32,7 +34,28 @@ impl Server {
     }
 
     pub fn start_with(data: &Path, args: &[&str], key: Option<&str>) -> Server {
-        let mut command = binary();
+        Server::launch(binary(), data, args, key)
+    }
+
+    /// As [`Server::start`], with the open-file limit (`RLIMIT_NOFILE`) set
+    /// to `soft:hard` by `prlimit`, which then runs the server in its own
+    /// process (so `child.id()` is the server's pid).
+    pub fn start_with_nofile(data: &Path, args: &[&str], soft: u64, hard: u64) -> Server {
+        let prlimit = ["/usr/bin/prlimit", "/bin/prlimit"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or_else(|| {
+                panic!("this test needs prlimit (util-linux) to start the server with a given open-file limit; install util-linux")
+            });
+        let mut command = Command::new(prlimit);
+        command
+            .arg(format!("--nofile={soft}:{hard}"))
+            .arg(env!("CARGO_BIN_EXE_subscriberd"));
+        Server::launch(command, data, args, Some(KEY))
+    }
+
+    /// `command serve --listen 127.0.0.1:0 --data DIR ARGS...`, waiting for the address.
+    fn launch(mut command: Command, data: &Path, args: &[&str], key: Option<&str>) -> Server {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
@@ -61,11 +84,15 @@ impl Server {
                 .unwrap_or_else(|_| {
                     panic!("subscriberd did not report an address; stderr: {seen:?}")
                 });
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let addr = rest.split_whitespace().next().expect("address");
-                break addr.parse().expect("socket address");
-            }
+            let addr: Option<SocketAddr> = line
+                .split("listening on http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(|addr| addr.parse().expect("socket address"));
             seen.push(line);
+            if let Some(addr) = addr {
+                break addr;
+            }
         };
         let stdout = Arc::new(Mutex::new(String::new()));
         if let Some(out) = child.stdout.take() {
@@ -82,6 +109,7 @@ impl Server {
             child,
             addr,
             stdout,
+            startup: Mutex::new(seen),
             stderr_lines: rx,
         }
     }
@@ -98,9 +126,73 @@ impl Server {
         self.stdout.lock().expect("stdout buffer").clone()
     }
 
-    /// Log lines on stderr so far.
+    /// Log lines on stderr since the last call (the first call includes
+    /// those before the address).
     pub fn stderr(&self) -> Vec<String> {
-        self.stderr_lines.try_iter().collect()
+        let mut lines = std::mem::take(&mut *self.startup.lock().expect("startup lines"));
+        lines.extend(self.stderr_lines.try_iter());
+        lines
+    }
+
+    /// Log lines on stderr since the last call, waiting up to `timeout` for
+    /// one that contains `until`.
+    pub fn stderr_until(&self, until: &str, timeout: Duration) -> Vec<String> {
+        let mut lines = self.stderr();
+        let deadline = std::time::Instant::now() + timeout;
+        while !lines.iter().any(|l| l.contains(until)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => break,
+            }
+        }
+        lines
+    }
+
+    /// Every stderr line since the last call, through the end of the stream
+    /// (call once the process has exited; waits up to `timeout` for it).
+    pub fn stderr_to_end(&self, timeout: Duration) -> Vec<String> {
+        let mut lines = self.stderr();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => return lines,
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+    }
+
+    /// A persistent (keep-alive) connection to the server.
+    pub fn connect(&self) -> KeepAlive {
+        let stream = TcpStream::connect(self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        KeepAlive { stream }
     }
 
     pub fn call(
@@ -137,5 +229,53 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 connection kept open across requests, authenticated with [`KEY`].
+pub struct KeepAlive {
+    stream: TcpStream,
+}
+
+impl KeepAlive {
+    /// Sends a request on this connection and reads its answer (headers,
+    /// then `Content-Length` bytes of body).
+    pub fn call(&mut self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        let mut raw =
+            format!("{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: ApiKey {KEY}\r\n");
+        if let Some(body) = body {
+            raw.push_str("Content-Type: application/json\r\n");
+            raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        raw.push_str("\r\n");
+        raw.push_str(body.unwrap_or(""));
+        self.stream
+            .write_all(raw.as_bytes())
+            .expect("send on the kept-alive connection");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(reply) = Reply::try_parse(&answer) {
+                let length: usize = reply
+                    .header("content-length")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                if reply.body.len() >= length {
+                    return reply;
+                }
+            }
+            let n = self.stream.read(&mut buf).unwrap_or_else(|e| {
+                panic!(
+                    "no complete answer to {method} {path} ({e}); got {:?}",
+                    String::from_utf8_lossy(&answer)
+                )
+            });
+            assert!(
+                n > 0,
+                "the server closed the connection during {method} {path}; got {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&buf[..n]);
+        }
     }
 }

@@ -82,6 +82,7 @@ pub fn document() -> Value {
     let write_errors = [
         BAD_ID,
         AUTH,
+        ("408", "The body did not arrive within the body timeout"),
         ("413", "Body larger than the limit (256 KiB by default)"),
         (
             "422",
@@ -167,7 +168,10 @@ pub fn document() -> Value {
                 "operationId": "HealthController_healthCheck",
                 "summary": "Health check",
                 "security": [],
-                "responses": {"200": ok("The server is up", "HealthDto", false)}
+                "responses": common_errors(
+                    json!({"200": ok("The server is up and its store can write", "HealthDto", false)}),
+                    &[("503", "The store cannot write (disk full, I/O error); it reopens by itself once the cause is gone")],
+                )
             }},
             "/openapi.json": {"get": {
                 "operationId": "openapi",
@@ -183,15 +187,23 @@ pub fn document() -> Value {
             "parameters": {
                 "subscriberId": {"name": "subscriberId", "in": "path", "required": true, "description": SUBSCRIBER_ID_RULE, "schema": subscriber_id_schema()},
                 "idempotencyKey": {"name": "idempotency-key", "in": "header", "required": false, "description": "1 to 255 visible ASCII characters (a quoted string is unquoted); the same key and request replays the first outcome", "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"}},
-                "ifMatch": {"name": "If-Match", "in": "header", "required": false, "description": "Apply only if `__v` is this version: `\"3\"` or `3`", "schema": {"type": "string", "pattern": "^(\"[0-9]{1,18}\"|[0-9]{1,18})$"}}
+                "ifMatch": {"name": "If-Match", "in": "header", "required": false, "description": "RFC 9110: apply only if the document exists and `__v` matches. `*` matches any existing document; a list of entity tags (`\"3\", \"4\"`) matches if any member is `\"<__v>\"`; a weak tag (`W/\"3\"`) never matches; a bare number (`3`) counts as `\"3\"`. Not a list of entity tags: 400", "schema": {"type": "string", "pattern": IF_MATCH_PATTERN}}
             },
             "schemas": schemas()
         }
     })
 }
 
+/// What `extract::if_match` accepts: `*`, or a comma-separated list
+/// (empty members allowed) of entity tags or bare version numbers.
+const IF_MATCH_PATTERN: &str =
+    r#"^[ \t,]*(\*|((W/)?"[!#-~]*"|[0-9]+)([ \t,]*,[ \t,]*((W/)?"[!#-~]*"|[0-9]+))*)[ \t,]*$"#;
+
 fn schemas() -> Value {
     let string = json!({"type": "string"});
+    // Optional create fields take null: on a create it leaves the field
+    // unset, on an upsert it clears it (Novu's Python SDKs send it).
+    let nullable_string = json!({"type": "string", "nullable": true});
     let credentials = json!({
         "type": "object",
         "properties": {
@@ -212,11 +224,11 @@ fn schemas() -> Value {
             "required": ["subscriberId"],
             "properties": {
                 "subscriberId": subscriber_id_schema(),
-                "firstName": string, "lastName": string,
-                "email": {"type": "string", "nullable": true},
-                "phone": string, "avatar": string, "locale": string, "timezone": string,
+                "firstName": nullable_string, "lastName": nullable_string,
+                "email": nullable_string,
+                "phone": nullable_string, "avatar": nullable_string, "locale": nullable_string, "timezone": nullable_string,
                 "data": {"type": "object", "nullable": true, "additionalProperties": true},
-                "channels": {"type": "array", "items": {
+                "channels": {"type": "array", "nullable": true, "items": {
                     "type": "object",
                     "required": ["providerId"],
                     "properties": {"providerId": provider, "integrationIdentifier": string, "credentials": credentials}

@@ -62,6 +62,9 @@ impl Syncer {
     /// the log go to blob files that sled writes without any sync, so new
     /// blob files and their directory are synced as well.
     pub(crate) fn sync(&self) -> Result<()> {
+        fail::fail_point!("durability::sync", |_| Err(Error::Storage(
+            "injected: fdatasync failed".into()
+        )));
         self.db.flush()?;
         self.log.sync_data()?;
         self.sync_new_blobs()

@@ -427,3 +427,45 @@ fn concurrent_keyed_writes_share_transactions_and_each_is_recorded() {
         assert_eq!(replay.outcome.expect("doc").version.0, v);
     }
 }
+
+/// A clock that jumps a day ahead and back (an NTP correction) must not
+/// leave the purge waiting for the far future: records written after the
+/// correction are purged once they expire, by the writes that follow.
+#[test]
+fn purge_keeps_up_after_the_clock_jumps_ahead_and_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let clock = subscriber_store::ManualClock::new(common::START);
+    let store = subscriber_store::Store::open(
+        common::config(dir.path(), &clock).idempotency_ttl(Duration::from_secs(1)),
+    )
+    .expect("open");
+    let org = store.create_organization("Acme").expect("org");
+    let tenant = store.create_environment(org.id, "D").expect("env").tenant();
+    store
+        .upsert(&tenant, SubscriberInput::new("u1"), None)
+        .expect("create");
+    let write = |key: String| {
+        store
+            .execute_once(&tenant, online("u1", true), None, &once(&key))
+            .expect("write");
+    };
+    write("before".into());
+    clock.advance(Duration::from_secs(25 * 3600));
+    write("during".into()); // purges with the clock a day ahead
+    clock.set(common::START);
+    for i in 0..150 {
+        write(format!("after-{i}"));
+    }
+    assert!(store.idempotency_record_count().expect("count") >= 150);
+    // Every record written after the correction has expired; 40 more
+    // writes purge 4 each on their way out.
+    clock.advance(Duration::from_secs(2));
+    for i in 0..40 {
+        write(format!("later-{i}"));
+    }
+    let left = store.idempotency_record_count().expect("count");
+    assert!(
+        left <= 42,
+        "{left} records left: the purge stalled after the clock correction"
+    );
+}

@@ -3,8 +3,12 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command as Process, Stdio};
+use std::time::Duration;
+
 use common::Fixture;
-use subscriber_store::{Entity, Error, ObjectId, SubscriberInput};
+use subscriber_store::{Config, Durability, Entity, Error, ObjectId, Store, SubscriberInput};
 
 #[test]
 fn environment_a_never_sees_environment_b() {
@@ -139,5 +143,93 @@ fn operator_chosen_key_is_registered_once_and_resolves() {
     assert_eq!(
         f.store.environment_named("Development").expect("named").id,
         env
+    );
+}
+
+const CHILD_DIR_VAR: &str = "SUBSCRIBER_STORE_TENANCY_CHILD_DIR";
+const CHILD_REVOKE_VAR: &str = "SUBSCRIBER_STORE_TENANCY_CHILD_REVOKE";
+
+/// The child of `key_changes_survive_sigkill_in_relaxed_mode`: a relaxed
+/// store whose background flush is a minute away creates an environment,
+/// issues and registers keys, revokes one, reports, and waits to be killed.
+#[test]
+#[ignore = "the child process of key_changes_survive_sigkill_in_relaxed_mode, which runs it"]
+fn tenancy_child() {
+    let dir = std::env::var(CHILD_DIR_VAR).expect("run by the parent test");
+    let revoke: ObjectId = std::env::var(CHILD_REVOKE_VAR)
+        .expect("key id")
+        .parse()
+        .expect("object id");
+    let store = Store::open(
+        Config::new(dir)
+            .durability(Durability::Relaxed)
+            .flush_interval(Duration::from_secs(60)),
+    )
+    .expect("open");
+    let (env, created) = store.ensure_environment("Production").expect("env");
+    assert!(created);
+    let issued = store.issue_key(env.id).expect("issue");
+    store
+        .add_key(env.id, "operator-chosen-secret-0002")
+        .expect("add");
+    store.revoke_key(revoke).expect("revoke");
+    println!("done {}", issued.secret);
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn key_changes_survive_sigkill_in_relaxed_mode() {
+    let dir = tempfile::tempdir().expect("dir");
+    let relaxed = || {
+        Config::new(dir.path())
+            .durability(Durability::Relaxed)
+            .flush_interval(Duration::from_secs(60))
+    };
+    let (development, old) = {
+        let store = Store::open(relaxed()).expect("open");
+        let (env, _) = store.ensure_environment("Development").expect("env");
+        let old = store.issue_key(env.id).expect("old key");
+        store.flush().expect("flush");
+        (env.tenant(), old)
+    };
+    let mut child = Process::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "tenancy_child", "--ignored", "--nocapture"])
+        .env(CHILD_DIR_VAR, dir.path())
+        .env(CHILD_REVOKE_VAR, old.info.id.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("piped");
+    let secret = BufReader::new(stdout)
+        .lines()
+        .map_while(std::result::Result::ok)
+        .find_map(|line| line.strip_prefix("done ").map(str::to_owned));
+    // SIGKILL as soon as the calls returned: nothing but their own flush
+    // can have put them on disk.
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let secret = secret.expect("the child reported its key");
+
+    let store = Store::open(relaxed()).expect("reopen");
+    assert_eq!(
+        store.resolve_key(&old.secret),
+        Err(Error::NotFound(Entity::ApiKey)),
+        "a revoked key works again after a crash"
+    );
+    let production = store
+        .environment_named("Production")
+        .expect("the environment created with the key survives")
+        .tenant();
+    assert_ne!(production, development);
+    assert_eq!(
+        store.resolve_key(&secret).expect("the issued key survives"),
+        production
+    );
+    assert_eq!(
+        store
+            .resolve_key("operator-chosen-secret-0002")
+            .expect("the registered key survives"),
+        production
     );
 }
