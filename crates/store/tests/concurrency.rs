@@ -86,3 +86,48 @@ fn durable_concurrent_writers_share_flushes() {
         "group commit should share flushes: {rounds} rounds for {writes} writes"
     );
 }
+
+/// Creates, presence writes and deletes racing on one subscriber with the
+/// real clock: every document returned has `createdAt <= updatedAt`, and
+/// along the versions of one incarnation (one `_id`) times never go back.
+#[test]
+fn mixed_writers_never_see_times_go_backwards() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(Config::new(dir.path()).durability(Durability::Relaxed)).expect("open");
+    let org = store.create_organization("Acme").expect("org");
+    let tenant = store.create_environment(org.id, "D").expect("env").tenant();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut docs = Vec::new();
+                for i in 0..3000 {
+                    let result = match (t + i) % 5 {
+                        0 => store.delete(&tenant, "hot", None),
+                        1 | 2 => store.upsert(&tenant, SubscriberInput::new("hot"), None),
+                        _ => store.set_online(&tenant, "hot", i % 2 == 0, None),
+                    };
+                    // A delete returns the last document; misses are 404s.
+                    if let Ok(doc) = result {
+                        docs.push(doc);
+                    }
+                }
+                docs
+            })
+        })
+        .collect();
+    let mut by_incarnation: std::collections::BTreeMap<_, Vec<_>> = Default::default();
+    for t in threads {
+        for doc in t.join().expect("writer") {
+            assert!(doc.created_at <= doc.updated_at, "{doc:?}");
+            by_incarnation.entry(doc.id).or_default().push(doc);
+        }
+    }
+    for docs in by_incarnation.values_mut() {
+        docs.sort_by_key(|d| d.version);
+        for pair in docs.windows(2) {
+            assert!(pair[0].updated_at <= pair[1].updated_at, "{pair:?}");
+            assert!(pair[0].last_online_at <= pair[1].last_online_at, "{pair:?}");
+        }
+    }
+}
