@@ -407,7 +407,11 @@ impl Store {
     }
 
     fn recover(&self) -> Result<Arc<Engine>> {
-        let mut recovery = self.shared.recovery.lock();
+        let unavailable = |why: &str| Error::Storage(format!("the store cannot write: {why}"));
+        // One thread reopens; the others fail fast meanwhile.
+        let Some(mut recovery) = self.shared.recovery.try_lock() else {
+            return Err(unavailable("the database is being reopened"));
+        };
         let reason = match &*self.shared.slot.read() {
             Slot::Open(engine) => match engine.failure() {
                 None => return Ok(Arc::clone(engine)),
@@ -415,7 +419,6 @@ impl Store {
             },
             Slot::Closed(reason) => reason.clone(),
         };
-        let unavailable = |why: &str| Error::Storage(format!("the store cannot write: {why}"));
         if self.shared.config.path.is_none() {
             // A temporary database cannot be reopened without losing it.
             return Err(unavailable(&reason));
