@@ -11,9 +11,10 @@
 //! round covers it.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -82,7 +83,7 @@ impl Syncer {
             if name == b"." || name == b".." {
                 continue;
             }
-            let name = OsString::from(String::from_utf8_lossy(name).into_owned());
+            let name = OsStr::from_bytes(name).to_os_string();
             if !synced.contains(&name) {
                 let opened = rustix::fs::openat(
                     dir.fd().map_err(std::io::Error::from)?,

@@ -76,13 +76,8 @@ pub(crate) struct Engine {
     db: sled::Db,
     /// Set once a storage failure was seen: sled 0.34 keeps an I/O error for
     /// good, and after a failed fdatasync nothing written since can be trusted.
-    failure: Mutex<Option<String>>,
-}
-
-impl Engine {
-    fn failure(&self) -> Option<String> {
-        self.failure.lock().clone()
-    }
+    /// The first failure wins; read without a lock on every operation.
+    failure: std::sync::OnceLock<String>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -387,7 +382,7 @@ impl Store {
     /// (at most one attempt per back-off interval; others fail fast).
     pub(crate) fn engine(&self) -> Result<Arc<Engine>> {
         if let Slot::Open(engine) = &*self.shared.slot.read() {
-            if engine.failure.lock().is_none() {
+            if engine.failure.get().is_none() {
                 return Ok(Arc::clone(engine));
             }
         }
@@ -398,10 +393,8 @@ impl Store {
     /// next operation reopens the database.
     pub(crate) fn noted<T>(&self, engine: &Engine, result: Result<T>) -> Result<T> {
         if let Err(Error::Storage(reason)) = &result {
-            let mut failure = engine.failure.lock();
-            if failure.is_none() {
-                *failure = Some(reason.clone());
-            }
+            // Only the first failure is kept; later ones are its echoes.
+            let _ = engine.failure.set(reason.clone());
         }
         result
     }
@@ -413,7 +406,7 @@ impl Store {
             return Err(unavailable("the database is being reopened"));
         };
         let reason = match &*self.shared.slot.read() {
-            Slot::Open(engine) => match engine.failure() {
+            Slot::Open(engine) => match engine.failure.get().cloned() {
                 None => return Ok(Arc::clone(engine)),
                 Some(reason) => reason,
             },
@@ -552,7 +545,7 @@ fn open_engine(config: &Config) -> Result<Engine> {
         barrier,
         batcher: Batcher::default(),
         db,
-        failure: Mutex::new(None),
+        failure: std::sync::OnceLock::new(),
     })
 }
 
