@@ -118,7 +118,7 @@ fn unlink_truncate_and_overwrite_follow_the_same_rules() {
     fs::write(d.backing.join("log"), b"0123456789").expect("seed");
     let mount = Mount::new(&d.backing, &d.point).expect("mount");
     fs::remove_file(d.point.join("gone")).expect("unlink");
-    let mut log = OpenOptions::new()
+    let log = OpenOptions::new()
         .write(true)
         .open(d.point.join("log"))
         .expect("open");
