@@ -29,10 +29,7 @@ fn errno(e: i32) -> Errno {
 }
 
 fn file_attr(attr: &Attr, req: &Request) -> FileAttr {
-    let kind = match attr.kind {
-        Kind::File => FileType::RegularFile,
-        Kind::Dir => FileType::Directory,
-    };
+    let kind = file_type(attr.kind);
     FileAttr {
         ino: INodeNo(attr.ino),
         size: attr.size,
@@ -111,11 +108,13 @@ impl Filesystem for PowerCutFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            return reply.error(Errno::EPERM);
-        }
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            libc::S_IFSOCK => Kind::Socket,
+            _ => return reply.error(Errno::EPERM),
+        };
         let perm = (mode & !umask & 0o7777) as u16;
-        match self.tree.lock().create(parent.0, name, Kind::File, perm) {
+        match self.tree.lock().create(parent.0, name, kind, perm) {
             Ok(attr) => reply.entry(&TTL, &file_attr(&attr, req), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
@@ -264,11 +263,7 @@ impl Filesystem for PowerCutFs {
         ];
         let all = dots.into_iter().chain(entries);
         for (i, (child, kind, name)) in all.enumerate().skip(offset as usize) {
-            let kind = match kind {
-                Kind::File => FileType::RegularFile,
-                Kind::Dir => FileType::Directory,
-            };
-            if reply.add(INodeNo(child), i as u64 + 1, kind, name) {
+            if reply.add(INodeNo(child), i as u64 + 1, file_type(kind), name) {
                 break;
             }
         }
@@ -365,6 +360,14 @@ impl Filesystem for PowerCutFs {
             }
         });
         reply_empty(result, reply);
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Socket => FileType::Socket,
     }
 }
 

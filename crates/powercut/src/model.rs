@@ -31,6 +31,9 @@ pub type Result<T> = std::result::Result<T, Errno>;
 pub enum Kind {
     File,
     Dir,
+    /// A Unix socket's name (bind(2)): no data, and gone after a cut (a
+    /// dead socket file is of no use after a reboot; servers remove them).
+    Socket,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +72,7 @@ struct Dir {
 enum Body {
     File(File),
     Dir(Dir),
+    Socket,
 }
 
 #[derive(Debug)]
@@ -158,16 +162,27 @@ impl Tree {
     /// every operation fails with EIO.
     pub fn cut(&mut self) -> Image {
         self.dead = true;
-        self.durable_image(ROOT, 0)
+        self.image(ROOT, 0, true)
     }
 
-    fn durable_image(&self, ino: Ino, depth: usize) -> Image {
+    /// A clean shutdown: everything written is kept (the kernel writes its
+    /// cache back before an unmount completes), and the tree is done.
+    pub fn shut_down(&mut self) -> Image {
+        self.dead = true;
+        self.image(ROOT, 0, false)
+    }
+
+    fn image(&self, ino: Ino, depth: usize, durable: bool) -> Image {
         match self.nodes.get(&ino).map(|n| &n.body) {
-            Some(Body::File(file)) => Image::File(file.durable.clone()),
+            Some(Body::File(file)) if durable => Image::File(file.durable.clone()),
+            Some(Body::File(file)) => Image::File(file.now.clone()),
             Some(Body::Dir(dir)) if depth < MAX_DEPTH => Image::Dir(
-                dir.durable
+                if durable { &dir.durable } else { &dir.now }
                     .iter()
-                    .map(|(name, child)| (name.clone(), self.durable_image(*child, depth + 1)))
+                    .filter(|(_, child)| {
+                        !matches!(self.nodes.get(child).map(|n| &n.body), Some(Body::Socket))
+                    })
+                    .map(|(name, child)| (name.clone(), self.image(*child, depth + 1, durable)))
                     .collect(),
             ),
             _ => Image::Dir(BTreeMap::new()),
@@ -191,7 +206,7 @@ impl Tree {
     fn dir(&self, ino: Ino) -> Result<&Dir> {
         match &self.node(ino)?.body {
             Body::Dir(dir) => Ok(dir),
-            Body::File(_) => Err(libc::ENOTDIR),
+            _ => Err(libc::ENOTDIR),
         }
     }
 
@@ -200,7 +215,7 @@ impl Tree {
         node.mtime = SystemTime::now();
         match &mut node.body {
             Body::Dir(dir) => Ok(dir),
-            Body::File(_) => Err(libc::ENOTDIR),
+            _ => Err(libc::ENOTDIR),
         }
     }
 
@@ -210,6 +225,7 @@ impl Tree {
         match &mut node.body {
             Body::File(file) => Ok(file),
             Body::Dir(_) => Err(libc::EISDIR),
+            Body::Socket => Err(libc::EINVAL),
         }
     }
 
@@ -218,6 +234,7 @@ impl Tree {
         let (kind, size) = match &node.body {
             Body::File(file) => (Kind::File, file.now.len() as u64),
             Body::Dir(dir) => (Kind::Dir, dir.now.len() as u64),
+            Body::Socket => (Kind::Socket, 0),
         };
         Ok(Attr {
             ino,
@@ -252,6 +269,7 @@ impl Tree {
                 dirty: None,
             }),
             Kind::Dir => Body::Dir(Dir::default()),
+            Kind::Socket => Body::Socket,
         };
         self.nodes.insert(ino, node(perm & 0o7777, body));
         self.dir_mut(parent)?.now.insert(name.to_owned(), ino);
@@ -264,7 +282,7 @@ impl Tree {
         match (&self.node(ino)?.body, dir) {
             (Body::Dir(d), true) if !d.now.is_empty() => return Err(libc::ENOTEMPTY),
             (Body::Dir(_), false) => return Err(libc::EISDIR),
-            (Body::File(_), true) => return Err(libc::ENOTDIR),
+            (Body::File(_) | Body::Socket, true) => return Err(libc::ENOTDIR),
             _ => {}
         }
         // The node itself stays: a durable entry may still name it.
@@ -291,7 +309,7 @@ impl Tree {
             }
             match (&self.node(target)?.body, moving_dir) {
                 (Body::Dir(_), false) => return Err(libc::EISDIR),
-                (Body::File(_), true) => return Err(libc::ENOTDIR),
+                (Body::File(_) | Body::Socket, true) => return Err(libc::ENOTDIR),
                 (Body::Dir(d), true) if !d.now.is_empty() => return Err(libc::ENOTEMPTY),
                 _ => {}
             }
@@ -310,6 +328,7 @@ impl Tree {
             let kind = match self.node(*child)?.body {
                 Body::File(_) => Kind::File,
                 Body::Dir(_) => Kind::Dir,
+                Body::Socket => Kind::Socket,
             };
             out.push((*child, kind, name.clone()));
         }
@@ -326,6 +345,7 @@ impl Tree {
                 Ok(file.now[start..end].to_vec())
             }
             Body::Dir(_) => Err(libc::EISDIR),
+            Body::Socket => Err(libc::EINVAL),
         }
     }
 
@@ -370,6 +390,7 @@ impl Tree {
                 dir.durable = dir.now.clone();
                 self.stats.dir_syncs += 1;
             }
+            Body::Socket => return Err(libc::EINVAL),
         }
         Ok(())
     }
@@ -532,7 +553,7 @@ mod tests {
     impl Tree {
         /// The durable image without ending the tree's life (tests only).
         fn clone_cut(&self) -> Image {
-            self.durable_image(ROOT, 0)
+            self.image(ROOT, 0, true)
         }
     }
 }

@@ -82,9 +82,16 @@ impl Mount {
         Mount::new(&self.backing, &self.point)
     }
 
-    /// Unmounts, keeping everything (the current state, synced or not, is
-    /// written to the backing directory: a clean shutdown).
+    /// A clean shutdown: unmounts, keeping everything written, synced or
+    /// not, in the backing directory (after a cut: what the cut kept).
     pub fn unmount(mut self) -> io::Result<()> {
+        let image = {
+            let mut tree = self.tree.lock();
+            (!tree.is_dead()).then(|| tree.shut_down())
+        };
+        if let Some(image) = image {
+            write_image(&self.backing, &image)?;
+        }
         self.unmount_inner()
     }
 

@@ -135,3 +135,38 @@ fn unlink_truncate_and_overwrite_follow_the_same_rules() {
     assert_eq!(fs::read(d.point.join("log")).expect("read"), b"0123");
     mount.unmount().expect("unmount");
 }
+
+#[test]
+fn a_unix_socket_can_be_bound_and_reached_and_is_gone_after_a_cut() {
+    let Some(d) = dirs() else { return };
+    let mount = Mount::new(&d.backing, &d.point).expect("mount");
+    let path = d.point.join("admin.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    sync_dir(&d.point);
+    let mut client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+    client.write_all(b"hi").expect("send");
+    let (mut server, _) = listener.accept().expect("accept");
+    let mut got = [0u8; 2];
+    std::io::Read::read_exact(&mut server, &mut got).expect("receive");
+    assert_eq!(&got, b"hi");
+    drop((client, server, listener));
+    let mount = mount.remount().expect("remount");
+    assert!(!path.exists());
+    mount.unmount().expect("unmount");
+}
+
+#[test]
+fn a_clean_unmount_keeps_what_was_never_synced() {
+    let Some(d) = dirs() else { return };
+    let mount = Mount::new(&d.backing, &d.point).expect("mount");
+    fs::create_dir(d.point.join("d")).expect("mkdir");
+    fs::write(d.point.join("d/f"), b"written").expect("write");
+    mount.unmount().expect("unmount");
+    assert_eq!(
+        fs::read(d.backing.join("d/f")).expect("backing"),
+        b"written"
+    );
+    let mount = Mount::new(&d.backing, &d.point).expect("mount again");
+    assert_eq!(fs::read(d.point.join("d/f")).expect("read"), b"written");
+    mount.unmount().expect("unmount");
+}
