@@ -11,6 +11,8 @@ use std::time::Duration;
 
 pub use testkit::Reply;
 
+pub mod load;
+
 /// The key the tests provision with `SUBSCRIBERD_API_KEY`.
 pub const KEY: &str = "test-key-0123456789abcdef";
 
@@ -241,8 +243,22 @@ impl KeepAlive {
     /// Sends a request on this connection and reads its answer (headers,
     /// then `Content-Length` bytes of body).
     pub fn call(&mut self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        self.call_with(method, path, &[], body)
+    }
+
+    /// As [`KeepAlive::call`], with more headers.
+    pub fn call_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
         let mut raw =
             format!("{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: ApiKey {KEY}\r\n");
+        for (name, value) in headers {
+            raw.push_str(&format!("{name}: {value}\r\n"));
+        }
         if let Some(body) = body {
             raw.push_str("Content-Type: application/json\r\n");
             raw.push_str(&format!("Content-Length: {}\r\n", body.len()));

@@ -22,6 +22,16 @@ const TTL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct PowerCutFs {
     pub(crate) tree: Arc<Mutex<Tree>>,
+    /// `POWERCUT_TRACE` set: each changing operation is printed to stderr.
+    pub(crate) trace: bool,
+}
+
+macro_rules! trace {
+    ($fs:expr, $($arg:tt)*) => {
+        if $fs.trace {
+            eprintln!("powercut: {}", format_args!($($arg)*));
+        }
+    };
 }
 
 fn errno(e: i32) -> Errno {
@@ -52,7 +62,10 @@ fn file_attr(attr: &Attr, req: &Request) -> FileAttr {
 impl Filesystem for PowerCutFs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.tree.lock().lookup(parent.0, name) {
-            Ok(attr) => reply.entry(&TTL, &file_attr(&attr, req), Generation(0)),
+            Ok(attr) => {
+                trace!(self, "lookup {}/{name:?} = {}", parent.0, attr.ino);
+                reply.entry(&TTL, &file_attr(&attr, req), Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -82,6 +95,7 @@ impl Filesystem for PowerCutFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        trace!(self, "setattr ino={} size={size:?} mode={mode:?}", ino.0);
         let mut tree = self.tree.lock();
         let result = (|| {
             if let Some(size) = size {
@@ -157,6 +171,10 @@ impl Filesystem for PowerCutFs {
         if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
             return reply.error(Errno::EINVAL);
         }
+        trace!(
+            self,
+            "rename {}/{name:?} -> {}/{newname:?}", parent.0, newparent.0
+        );
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let result = self
             .tree
@@ -166,6 +184,7 @@ impl Filesystem for PowerCutFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        trace!(self, "open ino={} flags={:#x}", ino.0, flags.0);
         let mut tree = self.tree.lock();
         let result = (|| {
             tree.attr(ino.0)?;
@@ -209,6 +228,12 @@ impl Filesystem for PowerCutFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        trace!(
+            self,
+            "write ino={} offset={offset} len={}",
+            ino.0,
+            data.len()
+        );
         match self.tree.lock().write(ino.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
@@ -232,9 +257,10 @@ impl Filesystem for PowerCutFs {
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _datasync: bool,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
+        trace!(self, "fsync ino={} datasync={datasync}", ino.0);
         reply_empty(self.tree.lock().sync(ino.0), reply);
     }
 
@@ -278,6 +304,7 @@ impl Filesystem for PowerCutFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        trace!(self, "fsyncdir ino={}", ino.0);
         reply_empty(self.tree.lock().sync(ino.0), reply);
     }
 
@@ -310,6 +337,10 @@ impl Filesystem for PowerCutFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        trace!(
+            self,
+            "create parent={} name={name:?} flags={flags:#x}", parent.0
+        );
         let perm = (mode & !umask & 0o7777) as u16;
         let mut tree = self.tree.lock();
         let result = match tree.create(parent.0, name, Kind::File, perm) {
@@ -346,6 +377,10 @@ impl Filesystem for PowerCutFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        trace!(
+            self,
+            "fallocate ino={} offset={offset} len={length} mode={mode}", ino.0
+        );
         // Only plain preallocation: extend with zeroes, like posix_fallocate.
         if mode != 0 {
             return reply.error(Errno::EOPNOTSUPP);

@@ -38,6 +38,7 @@ impl Mount {
         config.n_threads = Some(2);
         let fs = PowerCutFs {
             tree: Arc::clone(&tree),
+            trace: std::env::var_os("POWERCUT_TRACE").is_some(),
         };
         let session = fuser::spawn_mount(fs, point, &config)?;
         Ok(Mount {

@@ -1,7 +1,8 @@
 //! When a write is durable. In `durable` mode each round of sled `flush()`
-//! plus `fdatasync` of sled's log file serves every writer waiting for it
-//! (group commit, run by the first waiter); in `relaxed` mode and for
-//! temporary stores nobody waits.
+//! plus `fdatasync` of sled's log file (and of whatever new files and names
+//! sled made) serves every writer waiting for it (group commit, run by the
+//! first waiter); in `relaxed` mode a thread runs the same round every flush
+//! interval and nobody waits; temporary stores never sync.
 //!
 //! Protocol: a writer commits to sled in memory, then (still holding the
 //! locks that make its write visible to others) takes a [`Ticket`] from
@@ -16,7 +17,10 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -24,59 +28,77 @@ use crate::error::{Error, Result};
 use crate::layout;
 
 /// Makes everything committed so far survive power loss. A round opens no
-/// file descriptor unless sled created a new blob file since the last one
-/// (a server out of descriptors can still make its writes durable).
+/// file descriptor unless sled created a new file since the last one (a
+/// server out of descriptors can still make its writes durable).
 #[derive(Debug)]
 pub(crate) struct Syncer {
     db: sled::Db,
     log: File,
-    blobs: Mutex<Blobs>,
+    /// The data directory and sled's blob directory, in that order.
+    dirs: Mutex<[WatchedDir; 2]>,
 }
 
+/// A directory whose new files and changed names each round makes durable.
 #[derive(Debug)]
-struct Blobs {
-    /// sled's blob directory, held open and re-read from the start each round.
+struct WatchedDir {
+    /// Held open and re-read from the start each round.
     dir: rustix::fs::Dir,
-    /// Blob files already fsynced (sled never rewrites a blob in place).
+    /// Names present at the last round, their files already synced (sled
+    /// never rewrites a blob or a snapshot in place; its log is synced by
+    /// name).
     synced: HashSet<OsString>,
 }
 
 impl Syncer {
-    /// Opens sled's log file and blob directory in `data_dir` for syncing.
+    /// Opens sled's log file, the data directory and the blob directory in
+    /// `data_dir` for syncing.
     pub(crate) fn new(db: sled::Db, data_dir: &Path) -> Result<Self> {
         let blobs_dir = data_dir.join(layout::SLED_BLOBS_DIR);
         std::fs::create_dir_all(&blobs_dir)?;
-        let dir = rustix::fs::Dir::new(File::open(&blobs_dir)?).map_err(std::io::Error::from)?;
         Ok(Syncer {
             db,
             log: File::open(data_dir.join(layout::SLED_LOG_FILE))?,
-            blobs: Mutex::new(Blobs {
-                dir,
-                synced: HashSet::new(),
-            }),
+            dirs: Mutex::new([WatchedDir::open(data_dir)?, WatchedDir::open(&blobs_dir)?]),
         })
     }
 
     /// sled's flush writes its buffers and calls `sync_file_range`, which
     /// survives a killed process but does not flush the disk's cache;
-    /// `fdatasync` on the log file does. Values or tree nodes too large for
-    /// the log go to blob files that sled writes without any sync, so new
-    /// blob files and their directory are synced as well.
+    /// `fdatasync` on the log file does. sled writes its other files (its
+    /// `conf`, blobs for values too large for the log, snapshots renamed
+    /// into place) without syncing them or their directory, so after the
+    /// log each round syncs the files that appeared since the last round,
+    /// and each directory whose names changed (found by power-cut tests:
+    /// an unsynced snapshot rename left a log that recovered empty).
     pub(crate) fn sync(&self) -> Result<()> {
         fail::fail_point!("durability::sync", |_| Err(Error::Storage(
             "injected: fdatasync failed".into()
         )));
         self.db.flush()?;
         self.log.sync_data()?;
-        self.sync_new_blobs()
+        for dir in self.dirs.lock().iter_mut() {
+            dir.sync()?;
+        }
+        Ok(())
+    }
+}
+
+impl WatchedDir {
+    fn open(path: &Path) -> Result<Self> {
+        let dir = rustix::fs::Dir::new(File::open(path)?).map_err(std::io::Error::from)?;
+        Ok(WatchedDir {
+            dir,
+            synced: HashSet::new(),
+        })
     }
 
-    fn sync_new_blobs(&self) -> Result<()> {
-        let mut blobs = self.blobs.lock();
-        let Blobs { dir, synced } = &mut *blobs;
+    /// Fdatasyncs the regular files that appeared since the last round, and
+    /// fsyncs the directory when names appeared or went.
+    fn sync(&mut self) -> Result<()> {
+        let WatchedDir { dir, synced } = self;
         dir.rewind();
-        let mut live = HashSet::new();
-        let mut any_new = false;
+        let mut live = HashSet::with_capacity(synced.len());
+        let mut appeared = 0;
         while let Some(entry) = dir.read() {
             let entry = entry.map_err(std::io::Error::from)?;
             let name = entry.file_name().to_bytes();
@@ -85,23 +107,29 @@ impl Syncer {
             }
             let name = OsStr::from_bytes(name).to_os_string();
             if !synced.contains(&name) {
-                let opened = rustix::fs::openat(
-                    dir.fd().map_err(std::io::Error::from)?,
-                    entry.file_name(),
-                    rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-                    rustix::fs::Mode::empty(),
-                );
-                match opened {
-                    Ok(fd) => rustix::fs::fdatasync(&fd).map_err(std::io::Error::from)?,
-                    // sled removed it (garbage collection) since the listing.
-                    Err(rustix::io::Errno::NOENT) => continue,
-                    Err(e) => return Err(std::io::Error::from(e).into()),
+                if entry.file_type() == rustix::fs::FileType::RegularFile {
+                    let opened = rustix::fs::openat(
+                        dir.fd().map_err(std::io::Error::from)?,
+                        entry.file_name(),
+                        rustix::fs::OFlags::RDONLY
+                            | rustix::fs::OFlags::CLOEXEC
+                            | rustix::fs::OFlags::NOFOLLOW,
+                        rustix::fs::Mode::empty(),
+                    );
+                    match opened {
+                        Ok(fd) => rustix::fs::fdatasync(&fd).map_err(std::io::Error::from)?,
+                        // sled removed it (a collected blob, a snapshot
+                        // renamed) since the listing.
+                        Err(rustix::io::Errno::NOENT) => continue,
+                        Err(e) => return Err(std::io::Error::from(e).into()),
+                    }
                 }
-                any_new = true;
+                appeared += 1;
             }
             live.insert(name);
         }
-        if any_new {
+        let went = synced.len() + appeared != live.len();
+        if appeared > 0 || went {
             rustix::fs::fsync(dir.fd().map_err(std::io::Error::from)?.as_fd())
                 .map_err(std::io::Error::from)?;
         }
@@ -143,8 +171,11 @@ pub(crate) struct GroupCommit {
 /// The durability point of a store.
 #[derive(Debug)]
 pub(crate) enum WriteBarrier {
-    /// Acknowledge after the in-memory commit.
+    /// Acknowledge after the in-memory commit (a temporary store).
     Immediate,
+    /// Acknowledge after the in-memory commit; a thread makes everything
+    /// durable every interval (relaxed mode).
+    Periodic(Box<Periodic>),
     /// Acknowledge after a group flush that covers the write.
     GroupCommit(Box<GroupCommit>),
 }
@@ -159,11 +190,27 @@ impl WriteBarrier {
         }))
     }
 
+    pub(crate) fn periodic(syncer: Syncer, interval: Duration) -> Result<Self> {
+        let syncer = Arc::new(syncer);
+        let state = Arc::new(PeriodicState::default());
+        let thread = {
+            let (syncer, state) = (Arc::clone(&syncer), Arc::clone(&state));
+            std::thread::Builder::new()
+                .name("subscriber-store-flush".into())
+                .spawn(move || flush_every(&syncer, &state, interval))?
+        };
+        Ok(WriteBarrier::Periodic(Box::new(Periodic {
+            syncer,
+            state,
+            thread: Some(thread),
+        })))
+    }
+
     /// Call right after a write's in-memory commit, while the write's locks
     /// are still held, so anyone who can see the write also sees its ticket.
     pub(crate) fn ticket(&self) -> Ticket {
         match self {
-            WriteBarrier::Immediate => Ticket(0),
+            WriteBarrier::Immediate | WriteBarrier::Periodic(_) => Ticket(0),
             WriteBarrier::GroupCommit(shared) => {
                 Ticket(shared.committed.fetch_add(1, Ordering::SeqCst) + 1)
             }
@@ -178,6 +225,7 @@ impl WriteBarrier {
     pub(crate) fn wait_until_durable(&self, ticket: Ticket) -> Result<()> {
         match self {
             WriteBarrier::Immediate => Ok(()),
+            WriteBarrier::Periodic(periodic) => periodic.healthy(),
             WriteBarrier::GroupCommit(shared) => wait_for(shared, ticket.0),
         }
     }
@@ -187,6 +235,7 @@ impl WriteBarrier {
     pub(crate) fn wait_until_all_durable(&self) -> Result<()> {
         match self {
             WriteBarrier::Immediate => Ok(()),
+            WriteBarrier::Periodic(periodic) => periodic.healthy(),
             WriteBarrier::GroupCommit(shared) => {
                 let seq = shared.committed.load(Ordering::SeqCst);
                 wait_for(shared, seq)
@@ -198,6 +247,7 @@ impl WriteBarrier {
     pub(crate) fn rounds(&self) -> u64 {
         match self {
             WriteBarrier::Immediate => 0,
+            WriteBarrier::Periodic(periodic) => periodic.state.inner.lock().rounds,
             WriteBarrier::GroupCommit(shared) => shared.state.lock().rounds,
         }
     }
@@ -206,7 +256,75 @@ impl WriteBarrier {
     pub(crate) fn syncer(&self) -> Option<&Syncer> {
         match self {
             WriteBarrier::Immediate => None,
+            WriteBarrier::Periodic(periodic) => Some(&periodic.syncer),
             WriteBarrier::GroupCommit(shared) => Some(&shared.syncer),
+        }
+    }
+}
+
+/// Relaxed mode's flusher: a thread that syncs every interval until the
+/// engine is dropped. A failed round stops it and fails every later write
+/// (the store then reopens, as after any storage failure).
+#[derive(Debug)]
+pub(crate) struct Periodic {
+    syncer: Arc<Syncer>,
+    state: Arc<PeriodicState>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct PeriodicState {
+    /// Read on every write without a lock.
+    failed: AtomicBool,
+    inner: Mutex<PeriodicInner>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct PeriodicInner {
+    stop: bool,
+    rounds: u64,
+    failure: Option<String>,
+}
+
+impl Periodic {
+    fn healthy(&self) -> Result<()> {
+        if !self.state.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let reason = self.state.inner.lock().failure.clone().unwrap_or_default();
+        Err(Error::Storage(format!(
+            "background flush to disk failed: {reason}"
+        )))
+    }
+}
+
+impl Drop for Periodic {
+    fn drop(&mut self) {
+        self.state.inner.lock().stop = true;
+        self.state.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn flush_every(syncer: &Syncer, state: &PeriodicState, interval: Duration) {
+    let mut inner = state.inner.lock();
+    loop {
+        let deadline = std::time::Instant::now() + interval;
+        while !inner.stop && !state.wake.wait_until(&mut inner, deadline).timed_out() {}
+        if inner.stop {
+            return;
+        }
+        drop(inner);
+        let result = syncer.sync();
+        inner = state.inner.lock();
+        inner.rounds += 1;
+        if let Err(e) = result {
+            inner.failure = Some(e.to_string());
+            state.failed.store(true, Ordering::Release);
+            return;
         }
     }
 }

@@ -519,26 +519,29 @@ fn open_engine(config: &Config) -> Result<Engine> {
         None => sled_config.temporary(true),
     };
     let relaxed = config.durability == Durability::Relaxed;
-    let interval_ms = u64::try_from(config.flush_interval.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    sled_config = sled_config.flush_every_ms(relaxed.then_some(interval_ms));
+    // sled's own flusher syncs only its log file: relaxed mode runs the
+    // store's round (which also syncs sled's other files and directories)
+    // on a thread instead.
+    sled_config = sled_config.flush_every_ms(None);
     let db = open_waiting_for_lock(&sled_config)?;
     let trees = Trees::open(&db)?;
     if let Some(path) = &config.path {
         check_identity(&db, &trees.meta, path)?;
     }
     let barrier = match &config.path {
-        Some(path) if !relaxed => {
+        Some(path) => {
             let syncer = Syncer::new(db.clone(), path)?;
             // Whatever an earlier process left in the page cache is made
             // durable before anything is read and reported as done; the
-            // directory entries sled may have just created too.
+            // files and directory entries sled may have just created too.
             syncer.sync()?;
-            File::open(path)?.sync_all()?;
-            WriteBarrier::group_commit(syncer)
+            if relaxed {
+                WriteBarrier::periodic(syncer, config.flush_interval.max(Duration::from_millis(1)))?
+            } else {
+                WriteBarrier::group_commit(syncer)
+            }
         }
-        _ => WriteBarrier::Immediate,
+        None => WriteBarrier::Immediate,
     };
     Ok(Engine {
         trees,
