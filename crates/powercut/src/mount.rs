@@ -100,7 +100,16 @@ impl Mount {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        match rustix::mount::unmount(&self.point, rustix::mount::UnmountFlags::empty()) {
+        // A process that just closed its last file here may still be
+        // exiting (sled's I/O threads end a moment after the database):
+        // retry a busy unmount for a while before detaching.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut result = rustix::mount::unmount(&self.point, rustix::mount::UnmountFlags::empty());
+        while result == Err(rustix::io::Errno::BUSY) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            result = rustix::mount::unmount(&self.point, rustix::mount::UnmountFlags::empty());
+        }
+        match result {
             Ok(()) => session.join(),
             Err(rustix::io::Errno::BUSY) => {
                 // A process still holds a file open here: detach the mount

@@ -75,7 +75,9 @@ impl Syncer {
             "injected: fdatasync failed".into()
         )));
         self.db.flush()?;
+        fail::fail_point!("durability::after_flush");
         self.log.sync_data()?;
+        fail::fail_point!("durability::after_log_sync");
         for dir in self.dirs.lock().iter_mut() {
             dir.sync()?;
         }

@@ -379,6 +379,7 @@ impl Store {
         };
         let record_bytes = record.encode()?;
         let expiry_key = layout::expiry_key(expires_at, &once.record_key);
+        fail::fail_point!("execute_once::before_commit");
         // The document change, the record and its expiry entry commit in one
         // sled transaction (shared with other writers waiting at the moment).
         engine.batcher.commit(
@@ -401,6 +402,7 @@ impl Store {
 
         fail::fail_point!("execute_once::before_durable");
         engine.barrier.wait_until_durable(ticket)?;
+        fail::fail_point!("execute_once::after_durable");
         // Purging is housekeeping: its failure must not fail a committed write,
         // and the next write (or `purge_expired`) retries it.
         if now.as_millis() >= self.next_expiry().load(Ordering::Relaxed) {

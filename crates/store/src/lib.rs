@@ -60,6 +60,20 @@ pub use subscriber::{
 };
 pub use tenancy::{ApiKeyInfo, Environment, IssuedKey, Organization, Tenant};
 
+/// The failpoints a durable keyed write ([`Store::execute_once`]) passes, in
+/// order: before its in-memory commit, after it, the flush round's start,
+/// after sled's flush, after the log's fdatasync, and once durable. They
+/// compile to nothing unless the `failpoints` feature is on; the crash and
+/// power-cut tests stop the store at each in turn.
+pub const WRITE_PATH_FAILPOINTS: &[&str] = &[
+    "execute_once::before_commit",
+    "execute_once::before_durable",
+    "durability::sync",
+    "durability::after_flush",
+    "durability::after_log_sync",
+    "execute_once::after_durable",
+];
+
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
