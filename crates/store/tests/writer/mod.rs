@@ -97,10 +97,13 @@ pub fn write_until_killed() {
     }
 }
 
+/// An acknowledged write: thread, index, the `__v` it returned.
+pub type Ack = (usize, u64, u64);
+
 /// A running child: its process and what it has printed.
 pub struct Writer {
     pub child: Child,
-    reader: JoinHandle<(Vec<(usize, u64, u64)>, Vec<String>)>,
+    reader: JoinHandle<(Vec<Ack>, Vec<String>)>,
 }
 
 impl Writer {
@@ -160,7 +163,7 @@ impl Writer {
     }
 
     /// SIGKILL, then what it acknowledged and its other lines.
-    pub fn kill(mut self) -> (Vec<(usize, u64, u64)>, Vec<String>) {
+    pub fn kill(mut self) -> (Vec<Ack>, Vec<String>) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");
         self.reader.join().expect("reader")
@@ -176,7 +179,7 @@ pub fn check(
     store: &Store,
     tenant: &Tenant,
     starts: &mut [u64; THREADS],
-    acks: &[(usize, u64, u64)],
+    acks: &[Ack],
     context: &str,
 ) -> u64 {
     let mut versions: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
