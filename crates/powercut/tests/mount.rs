@@ -96,6 +96,7 @@ fn a_rename_over_a_file_is_undone_unless_the_directory_was_synced() {
     file.write_all(b"v2").expect("write");
     file.sync_all().expect("fsync");
     fs::rename(&tmp, &config).expect("rename");
+    drop(file);
     assert_eq!(fs::read(&config).expect("read"), b"v2");
     let mount = mount.remount().expect("remount");
     assert_eq!(fs::read(&config).expect("read"), b"v1", "rename not synced");
@@ -105,6 +106,7 @@ fn a_rename_over_a_file_is_undone_unless_the_directory_was_synced() {
     file.write_all(b"v3").expect("write");
     file.sync_all().expect("fsync");
     fs::rename(&tmp, &config).expect("rename");
+    drop(file);
     sync_dir(&d.point);
     let mount = mount.remount().expect("remount");
     assert_eq!(fs::read(&config).expect("read"), b"v3");
