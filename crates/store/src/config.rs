@@ -13,9 +13,10 @@ pub enum Durability {
     /// `fdatasync` of its log, shared by concurrent writers (group commit).
     #[default]
     Durable,
-    /// A write returns after the in-memory commit; sled flushes (and fsyncs)
-    /// in the background every [`Config::flush_interval`], which is the window
-    /// of acknowledged writes a crash or power loss can take.
+    /// A write returns after the in-memory commit; a background thread
+    /// flushes and fdatasyncs every [`Config::flush_interval`], which (plus
+    /// the flush's own time) is the window of acknowledged writes a crash or
+    /// power loss can take.
     Relaxed,
 }
 
