@@ -1,7 +1,8 @@
 -- wrk request generator for benches/run.sh. Environment: KEY (API key),
 -- SUBSCRIBERS (how many exist), MODE: patch (random subscriber, random
--- presence), replay (one idempotency key, the same request every time),
--- get (random subscriber).
+-- presence), keyed (the same with a fresh idempotency key per request, as
+-- the official SDKs send), replay (one idempotency key, the same request
+-- every time), get (random subscriber).
 local key = os.getenv("KEY")
 local subscribers = tonumber(os.getenv("SUBSCRIBERS") or "100000")
 local mode = os.getenv("MODE") or "patch"
@@ -10,6 +11,8 @@ local auth = "ApiKey " .. key
 function setup(thread)
   thread:set("seed", math.random(1, 1000000))
 end
+
+local counter = 0
 
 function init(args)
   math.randomseed(seed or os.time())
@@ -27,6 +30,10 @@ request = function()
   if mode == "replay" then
     headers["idempotency-key"] = "bench-replay-key"
     return wrk.format("PATCH", "/v1/subscribers/subscriber-0000001/online-status", headers, '{"isOnline": true}')
+  end
+  if mode == "keyed" then
+    counter = counter + 1
+    headers["idempotency-key"] = string.format("bench-%d-%d-%d", seed or 0, math.random(0, 1000000000), counter)
   end
   local online = (math.random(0, 1) == 1) and "true" or "false"
   return wrk.format("PATCH", "/v1/subscribers/" .. id() .. "/online-status", headers, '{"isOnline": ' .. online .. '}')

@@ -112,10 +112,12 @@ async fn dispatch(
         }
         (Endpoint::Delete, Some(id)) => {
             let expected = extract::if_match(request.headers())?;
-            let store = state.store.clone();
-            run_write(&state.store, move || store.delete(&tenant, &id, expected))
-                .await?
-                .map_err(|e| from_store(&e, None))?;
+            let command = Command::Delete { subscriber_id: id };
+            match state.store.commit(&tenant, command, expected) {
+                Ok(durable) => durable.await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| from_store(&e, None))?;
             Ok(json_reply(
                 StatusCode::OK,
                 Bytes::from_static(br#"{"data":{"acknowledged":true,"status":"deleted"}}"#),
@@ -227,16 +229,26 @@ async fn write_inner(
             .with_annotation(parts.uri.path().as_bytes())
     });
     let shown_key = key.map(|(shown, _)| shown);
-    let executed = run_write(&state.store, move || match idempotency {
-        Some(once) => store.execute_once(&tenant, command, expected, &once),
-        None => Ok(subscriber_store::Executed {
-            outcome: store.execute(&tenant, command, expected),
-            replayed: false,
-            executed_at: store.now(),
-            annotation: Vec::new(),
-        }),
-    })
-    .await?
+    // The write commits in memory here, on this task (microseconds, no
+    // disk), and the task then awaits its flush without holding a thread.
+    let executed = match idempotency {
+        Some(once) => match store.commit_once(&tenant, command, expected, &once) {
+            Ok(durable) => durable.await,
+            Err(e) => Err(e),
+        },
+        None => {
+            let outcome = match store.commit(&tenant, command, expected) {
+                Ok(durable) => durable.await,
+                Err(e) => Err(e),
+            };
+            Ok(subscriber_store::Executed {
+                outcome,
+                replayed: false,
+                executed_at: store.now(),
+                annotation: Vec::new(),
+            })
+        }
+    }
     .map_err(|e| from_store(&e, shown_key.as_deref()))?;
 
     let mut reply = match &executed.outcome {
@@ -262,19 +274,4 @@ async fn write_inner(
             .insert("idempotency-replay", HeaderValue::from_static("true"));
     }
     Ok(reply)
-}
-
-/// Runs a store write. A durable write waits for a disk flush, so it goes to
-/// the blocking pool and does not hold up the async workers; a relaxed write
-/// only commits in memory and runs in place.
-async fn run_write<T: Send + 'static>(
-    store: &Store,
-    call: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    if !store.waits_for_disk() {
-        return Ok(call());
-    }
-    tokio::task::spawn_blocking(call)
-        .await
-        .map_err(|e| ApiError::internal(&e))
 }

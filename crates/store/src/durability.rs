@@ -1,7 +1,8 @@
 //! When a write is durable. In `durable` mode each round of sled `flush()`
 //! plus `fdatasync` of sled's log file (and of whatever new files and names
-//! sled made) serves every writer waiting for it (group commit, run by the
-//! first waiter); in `relaxed` mode a thread runs the same round every flush
+//! sled made) serves every writer waiting for it (group commit, run by a
+//! thread of the engine while anyone waits; a waiter blocks or awaits a
+//! future); in `relaxed` mode a thread runs the same round every flush
 //! interval and nobody waits; temporary stores never sync.
 //!
 //! Protocol: a writer commits to sled in memory, then (still holding the
@@ -19,6 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -148,8 +150,9 @@ pub(crate) struct Ticket(u64);
 
 #[derive(Debug, Default)]
 struct RoundState {
-    /// A writer is running a flush round now.
-    flushing: bool,
+    /// The highest ticket a waiter is waiting for: the flusher runs rounds
+    /// while this is above `durable` (no waiter, no round).
+    requested: u64,
     /// Every write with a ticket up to this is on disk.
     durable: u64,
     /// Why a round failed. Sticky: after a failed fdatasync the kernel may
@@ -160,14 +163,156 @@ struct RoundState {
     failure: Option<String>,
     /// Completed rounds, for tests and metrics.
     rounds: u64,
+    /// The engine is closing: the flusher ends.
+    stop: bool,
+    /// Async waiters, woken when `durable` reaches their ticket or a round fails.
+    wakers: Vec<(u64, Waker)>,
 }
 
+/// Group commit: writers take tickets and wait (blocking, or as a future);
+/// one thread runs flush rounds back to back while anyone waits. A round
+/// reads `committed` before it starts, so it covers every write whose
+/// ticket was taken before, and serves every waiter that queued behind the
+/// previous round.
 #[derive(Debug)]
 pub(crate) struct GroupCommit {
     committed: AtomicU64,
+    /// `RoundState::durable`, readable without the lock.
+    durable: AtomicU64,
     state: Mutex<RoundState>,
+    /// The flusher waits on this for a request.
+    work: Condvar,
+    /// Blocking waiters wait on this for the end of a round.
     done: Condvar,
     syncer: Syncer,
+}
+
+/// The flusher thread of a durable engine; stopped and joined on drop.
+#[derive(Debug)]
+pub(crate) struct Flusher {
+    shared: Arc<GroupCommit>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.shared.state.lock().stop = true;
+        self.shared.work.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_rounds(shared: &GroupCommit) {
+    let mut state = shared.state.lock();
+    loop {
+        while !state.stop && (state.requested <= state.durable || state.failure.is_some()) {
+            shared.work.wait(&mut state);
+        }
+        if state.stop {
+            return;
+        }
+        // Read under the lock, before the flush starts: every write counted
+        // here finished its in-memory commit before the round began.
+        let target = shared.committed.load(Ordering::SeqCst);
+        drop(state);
+        let result = shared.syncer.sync();
+        state = shared.state.lock();
+        state.rounds += 1;
+        match result {
+            Ok(()) => {
+                state.durable = state.durable.max(target);
+                shared.durable.store(state.durable, Ordering::Release);
+            }
+            Err(e) => state.failure = Some(e.to_string()),
+        }
+        let durable = state.durable;
+        let failed = state.failure.is_some();
+        let mut ready = Vec::new();
+        state.wakers.retain(|(seq, waker)| {
+            let done = failed || *seq <= durable;
+            if done {
+                ready.push(waker.clone());
+            }
+            !done
+        });
+        shared.done.notify_all();
+        drop(state);
+        ready.into_iter().for_each(Waker::wake);
+        state = shared.state.lock();
+    }
+}
+
+impl GroupCommit {
+    /// `Some` once the write with ticket `seq` is durable or cannot become
+    /// so; else asks the flusher for a round that covers it.
+    fn check(&self, state: &mut RoundState, seq: u64) -> Option<Result<()>> {
+        if state.durable >= seq {
+            return Some(Ok(()));
+        }
+        if let Some(error) = &state.failure {
+            return Some(Err(Error::Storage(format!(
+                "flush to disk failed: {error}"
+            ))));
+        }
+        if state.requested < seq {
+            state.requested = seq;
+            self.work.notify_one();
+        }
+        None
+    }
+}
+
+/// Waiting for one write (or everything committed so far) to be durable,
+/// blocking or as a future.
+#[derive(Debug)]
+pub(crate) enum Pending {
+    /// Decided when it was created (relaxed mode, temporary store, or
+    /// already durable).
+    Ready(Option<Result<()>>),
+    Group {
+        shared: Arc<GroupCommit>,
+        seq: u64,
+    },
+}
+
+impl Pending {
+    /// Blocks until decided.
+    pub(crate) fn wait(self) -> Result<()> {
+        match self {
+            Pending::Ready(result) => result.unwrap_or(Ok(())),
+            Pending::Group { shared, seq } => {
+                if shared.durable.load(Ordering::Acquire) >= seq {
+                    return Ok(());
+                }
+                let mut state = shared.state.lock();
+                loop {
+                    if let Some(result) = shared.check(&mut state, seq) {
+                        return result;
+                    }
+                    shared.done.wait(&mut state);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match self {
+            Pending::Ready(result) => Poll::Ready(result.take().unwrap_or(Ok(()))),
+            Pending::Group { shared, seq } => {
+                if shared.durable.load(Ordering::Acquire) >= *seq {
+                    return Poll::Ready(Ok(()));
+                }
+                let mut state = shared.state.lock();
+                if let Some(result) = shared.check(&mut state, *seq) {
+                    return Poll::Ready(result);
+                }
+                state.wakers.push((*seq, cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
 }
 
 /// The durability point of a store.
@@ -179,17 +324,29 @@ pub(crate) enum WriteBarrier {
     /// durable every interval (relaxed mode).
     Periodic(Box<Periodic>),
     /// Acknowledge after a group flush that covers the write.
-    GroupCommit(Box<GroupCommit>),
+    GroupCommit(Box<Flusher>),
 }
 
 impl WriteBarrier {
-    pub(crate) fn group_commit(syncer: Syncer) -> Self {
-        WriteBarrier::GroupCommit(Box::new(GroupCommit {
+    pub(crate) fn group_commit(syncer: Syncer) -> Result<Self> {
+        let shared = Arc::new(GroupCommit {
             committed: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
             state: Mutex::new(RoundState::default()),
+            work: Condvar::new(),
             done: Condvar::new(),
             syncer,
-        }))
+        });
+        let thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("subscriber-store-commit".into())
+                .spawn(move || run_rounds(&shared))?
+        };
+        Ok(WriteBarrier::GroupCommit(Box::new(Flusher {
+            shared,
+            thread: Some(thread),
+        })))
     }
 
     pub(crate) fn periodic(syncer: Syncer, interval: Duration) -> Result<Self> {
@@ -213,36 +370,44 @@ impl WriteBarrier {
     pub(crate) fn ticket(&self) -> Ticket {
         match self {
             WriteBarrier::Immediate | WriteBarrier::Periodic(_) => Ticket(0),
-            WriteBarrier::GroupCommit(shared) => {
-                Ticket(shared.committed.fetch_add(1, Ordering::SeqCst) + 1)
+            WriteBarrier::GroupCommit(flusher) => {
+                Ticket(flusher.shared.committed.fetch_add(1, Ordering::SeqCst) + 1)
             }
+        }
+    }
+
+    /// Waits (see [`Pending`]) until the write that took `ticket` is durable.
+    /// Fails with [`Error::Storage`] once any flush round has failed: the
+    /// write is visible but may not survive a crash.
+    pub(crate) fn pending(&self, ticket: Ticket) -> Pending {
+        match self {
+            WriteBarrier::Immediate => Pending::Ready(Some(Ok(()))),
+            WriteBarrier::Periodic(periodic) => Pending::Ready(Some(periodic.healthy())),
+            WriteBarrier::GroupCommit(flusher) => Pending::Group {
+                shared: Arc::clone(&flusher.shared),
+                seq: ticket.0,
+            },
+        }
+    }
+
+    /// Waits until everything committed before the call is durable: a
+    /// replay must not report a write that is still waiting for its flush.
+    pub(crate) fn pending_all(&self) -> Pending {
+        match self {
+            WriteBarrier::GroupCommit(flusher) => {
+                let seq = flusher.shared.committed.load(Ordering::SeqCst);
+                self.pending(Ticket(seq))
+            }
+            _ => self.pending(Ticket(0)),
         }
     }
 
     /// Returns once the write that took `ticket` is durable.
     ///
     /// # Errors
-    /// [`Error::Storage`] once any flush round has failed: the write is
-    /// visible but may not survive a crash.
+    /// As [`WriteBarrier::pending`].
     pub(crate) fn wait_until_durable(&self, ticket: Ticket) -> Result<()> {
-        match self {
-            WriteBarrier::Immediate => Ok(()),
-            WriteBarrier::Periodic(periodic) => periodic.healthy(),
-            WriteBarrier::GroupCommit(shared) => wait_for(shared, ticket.0),
-        }
-    }
-
-    /// Returns once everything committed before the call is durable: a
-    /// replay must not report a write that is still waiting for its flush.
-    pub(crate) fn wait_until_all_durable(&self) -> Result<()> {
-        match self {
-            WriteBarrier::Immediate => Ok(()),
-            WriteBarrier::Periodic(periodic) => periodic.healthy(),
-            WriteBarrier::GroupCommit(shared) => {
-                let seq = shared.committed.load(Ordering::SeqCst);
-                wait_for(shared, seq)
-            }
-        }
+        self.pending(ticket).wait()
     }
 
     /// Completed flush rounds (0 when not in group-commit mode).
@@ -250,7 +415,7 @@ impl WriteBarrier {
         match self {
             WriteBarrier::Immediate => 0,
             WriteBarrier::Periodic(periodic) => periodic.state.inner.lock().rounds,
-            WriteBarrier::GroupCommit(shared) => shared.state.lock().rounds,
+            WriteBarrier::GroupCommit(flusher) => flusher.shared.state.lock().rounds,
         }
     }
 
@@ -259,7 +424,7 @@ impl WriteBarrier {
         match self {
             WriteBarrier::Immediate => None,
             WriteBarrier::Periodic(periodic) => Some(&periodic.syncer),
-            WriteBarrier::GroupCommit(shared) => Some(&shared.syncer),
+            WriteBarrier::GroupCommit(flusher) => Some(&flusher.shared.syncer),
         }
     }
 }
@@ -328,40 +493,5 @@ fn flush_every(syncer: &Syncer, state: &PeriodicState, interval: Duration) {
             state.failed.store(true, Ordering::Release);
             return;
         }
-    }
-}
-
-/// Leader/follower group commit: a waiter whose write is not yet durable
-/// either runs the next flush round itself (when none is running) or
-/// sleeps until the running one ends. A round covers every write that had
-/// committed when it read `committed`, so one round serves all the writers
-/// that queued behind the previous one, with no thread handoff.
-fn wait_for(shared: &GroupCommit, seq: u64) -> Result<()> {
-    let mut state = shared.state.lock();
-    loop {
-        if state.durable >= seq {
-            return Ok(());
-        }
-        if let Some(error) = &state.failure {
-            return Err(Error::Storage(format!("flush to disk failed: {error}")));
-        }
-        if state.flushing {
-            shared.done.wait(&mut state);
-            continue;
-        }
-        state.flushing = true;
-        // Read under the lock, before the flush starts: every write counted
-        // here finished its in-memory commit before the round began.
-        let target = shared.committed.load(Ordering::SeqCst);
-        drop(state);
-        let result = shared.syncer.sync();
-        state = shared.state.lock();
-        state.flushing = false;
-        state.rounds += 1;
-        match result {
-            Ok(()) => state.durable = state.durable.max(target),
-            Err(e) => state.failure = Some(e.to_string()),
-        }
-        shared.done.notify_all();
     }
 }

@@ -9,10 +9,11 @@ use sha2::{Digest, Sha256};
 
 use crate::batch::Entry;
 use crate::clock::Timestamp;
+use crate::durability::Pending;
 use crate::error::{Entity, Error, Result};
 use crate::layout;
 use crate::precondition::Precondition;
-use crate::store::{Command, Engine, Prepared, Store, decide, read};
+use crate::store::{Command, Durable, Engine, Prepared, Store, decide, read};
 use crate::subscriber::{Subscriber, Version};
 use crate::tenancy::Tenant;
 
@@ -318,6 +319,28 @@ impl Store {
         expected: Option<Precondition>,
         idempotency: &Idempotency,
     ) -> Result<Executed> {
+        let executed = self
+            .commit_once(tenant, command, expected, idempotency)?
+            .wait()?;
+        fail::fail_point!("execute_once::after_durable");
+        Ok(executed)
+    }
+
+    /// As [`Store::execute_once`], returning once the write (or the replay's
+    /// record) is committed in memory: wait for or await the [`Durable`]
+    /// before reporting it done. A replay's `Durable` waits for everything
+    /// committed before it, so it never reports a write still on its way
+    /// to the disk.
+    ///
+    /// # Errors
+    /// As [`Store::execute_once`], for everything but the flush.
+    pub fn commit_once(
+        &self,
+        tenant: &Tenant,
+        command: Command,
+        expected: Option<Precondition>,
+        idempotency: &Idempotency,
+    ) -> Result<Durable<Executed>> {
         let prepared = self.prepare(tenant, &command)?;
         let fingerprint = idempotency.fingerprint_of(&command, expected.as_ref())?;
         let record_key = layout::idempotency_key(tenant.environment_id(), idempotency.key.as_str());
@@ -329,7 +352,8 @@ impl Store {
         };
         let result =
             self.execute_once_on(&engine, tenant, command, expected.as_ref(), &prepared, once);
-        self.noted(&engine, result)
+        let (executed, pending) = self.noted(&engine, result)?;
+        Ok(Durable::new(executed, pending, engine))
     }
 
     fn execute_once_on(
@@ -340,7 +364,7 @@ impl Store {
         expected: Option<&Precondition>,
         prepared: &Prepared,
         once: Once<'_>,
-    ) -> Result<Executed> {
+    ) -> Result<(Executed, Pending)> {
         let key_lock = self.lock_idempotency_stripe(&once.record_key);
         if let Some(record) = live_record(engine, &once.record_key, self.now())? {
             drop(key_lock);
@@ -349,15 +373,14 @@ impl Store {
             }
             // The record may belong to a write still waiting for its flush:
             // that write took its ticket before it released the key's lock.
-            engine.barrier.wait_until_all_durable()?;
-            return Ok(Executed {
+            let executed = Executed {
                 outcome: record.outcome.into_result(),
                 replayed: true,
                 executed_at: record.executed_at,
                 annotation: record.annotation,
-            });
+            };
+            return Ok((executed, engine.barrier.pending_all()));
         }
-
         let doc_lock = self.lock_stripe(&prepared.doc_key);
         // Read under the subscriber's lock: writes to one document take
         // their times in the order they commit.
@@ -400,20 +423,19 @@ impl Store {
         drop(doc_lock);
         drop(key_lock);
 
-        fail::fail_point!("execute_once::before_durable");
-        engine.barrier.wait_until_durable(ticket)?;
-        fail::fail_point!("execute_once::after_durable");
         // Purging is housekeeping: its failure must not fail a committed write,
         // and the next write (or `purge_expired`) retries it.
         if now.as_millis() >= self.next_expiry().load(Ordering::Relaxed) {
             let _ = self.purge_on(engine, PURGE_BATCH);
         }
-        Ok(Executed {
+        fail::fail_point!("execute_once::before_durable");
+        let executed = Executed {
             outcome,
             replayed: false,
             executed_at: now,
             annotation: record.annotation,
-        })
+        };
+        Ok((executed, engine.barrier.pending(ticket)))
     }
 
     /// The live (unexpired) outcome recorded for a key, without executing

@@ -53,7 +53,7 @@ pub use error::{Entity, Error, Result};
 pub use id::ObjectId;
 pub use idempotency::{Executed, Idempotency, IdempotencyKey, KeyProblem, MAX_IDEMPOTENCY_KEY_LEN};
 pub use precondition::Precondition;
-pub use store::{Command, Store};
+pub use store::{Command, Durable, Store};
 pub use subscriber::{
     Channel, ChannelSettings, Credentials, Data, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS, Subscriber,
     SubscriberInput, Version, validate_subscriber_id,

@@ -80,6 +80,78 @@ pub(crate) struct Engine {
     failure: std::sync::OnceLock<String>,
 }
 
+impl Engine {
+    /// Records a storage failure `result` carries: the next operation
+    /// reopens the database.
+    pub(crate) fn note<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(Error::Storage(reason)) = &result {
+            // Only the first failure is kept; later ones are its echoes.
+            let _ = self.failure.set(reason.clone());
+        }
+        result
+    }
+}
+
+/// A write committed in memory and visible to readers, on its way to the
+/// disk: [`Durable::wait`] blocks until it is durable (at once in relaxed
+/// mode), and it is also a [`Future`](std::future::Future) of the same
+/// result, woken by the store's commit thread, for callers on an async
+/// runtime (the store itself runs none).
+///
+/// # Errors
+/// Waiting fails with [`Error::Storage`] when the flush that would have
+/// covered the write failed: the write is visible but may not survive a
+/// crash, and the store reopens its database.
+#[derive(Debug)]
+#[must_use = "a write is acknowledged only once it is durable: wait for it or await it"]
+pub struct Durable<T> {
+    value: Option<T>,
+    pending: crate::durability::Pending,
+    engine: Arc<Engine>,
+}
+
+impl<T> Durable<T> {
+    pub(crate) fn new(value: T, pending: crate::durability::Pending, engine: Arc<Engine>) -> Self {
+        Durable {
+            value: Some(value),
+            pending,
+            engine,
+        }
+    }
+
+    /// Blocks until the write is durable, then returns its result.
+    ///
+    /// # Errors
+    /// As the type says.
+    pub fn wait(mut self) -> Result<T> {
+        let pending = std::mem::replace(&mut self.pending, crate::durability::Pending::Ready(None));
+        let result = pending.wait();
+        self.finish(result)
+    }
+
+    fn finish(&mut self, result: Result<()>) -> Result<T> {
+        self.engine.note(result)?;
+        self.value
+            .take()
+            .ok_or_else(|| Error::Storage("a durable write was awaited twice".into()))
+    }
+}
+
+impl<T: Unpin> std::future::Future for Durable<T> {
+    type Output = Result<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<T>> {
+        let this = &mut *self;
+        match this.pending.poll(cx) {
+            std::task::Poll::Ready(result) => std::task::Poll::Ready(this.finish(result)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -320,34 +392,46 @@ impl Store {
         command: Command,
         expected: Option<Precondition>,
     ) -> Result<Subscriber> {
-        let prepared = self.prepare(tenant, &command)?;
-        let engine = self.engine()?;
-        let result = self.execute_on(&engine, tenant, command, expected.as_ref(), &prepared);
-        self.noted(&engine, result)
+        self.commit(tenant, command, expected)?.wait()
     }
 
-    fn execute_on(
+    /// As [`Store::execute`], returning once the write is committed in
+    /// memory: wait for or await the [`Durable`] before reporting it done.
+    ///
+    /// # Errors
+    /// As [`Store::execute`], for everything but the flush.
+    pub fn commit(
+        &self,
+        tenant: &Tenant,
+        command: Command,
+        expected: Option<Precondition>,
+    ) -> Result<Durable<Subscriber>> {
+        let prepared = self.prepare(tenant, &command)?;
+        let engine = self.engine()?;
+        let result = self.commit_on(&engine, tenant, command, expected.as_ref(), &prepared);
+        let (doc, ticket) = self.noted(&engine, result)?;
+        let pending = engine.barrier.pending(ticket);
+        Ok(Durable::new(doc, pending, engine))
+    }
+
+    fn commit_on(
         &self,
         engine: &Engine,
         tenant: &Tenant,
         command: Command,
         expected: Option<&Precondition>,
         prepared: &Prepared,
-    ) -> Result<Subscriber> {
-        let (doc, ticket) = {
-            let _stripe = self.lock_stripe(&prepared.doc_key);
-            let now = self.now();
-            let current = read(engine, &prepared.doc_key)?;
-            let (doc, change) = decide(command, current, expected, tenant, now, prepared.fresh_id)?;
-            let tree = &engine.trees.subscribers;
-            match change {
-                Change::Put(bytes) => tree.insert(&prepared.doc_key, bytes)?,
-                Change::Remove => tree.remove(&prepared.doc_key)?,
-            };
-            (doc, engine.barrier.ticket())
+    ) -> Result<(Subscriber, crate::durability::Ticket)> {
+        let _stripe = self.lock_stripe(&prepared.doc_key);
+        let now = self.now();
+        let current = read(engine, &prepared.doc_key)?;
+        let (doc, change) = decide(command, current, expected, tenant, now, prepared.fresh_id)?;
+        let tree = &engine.trees.subscribers;
+        match change {
+            Change::Put(bytes) => tree.insert(&prepared.doc_key, bytes)?,
+            Change::Remove => tree.remove(&prepared.doc_key)?,
         };
-        engine.barrier.wait_until_durable(ticket)?;
-        Ok(doc)
+        Ok((doc, engine.barrier.ticket()))
     }
 
     /// Validates a command and computes what its write needs before any
@@ -392,11 +476,7 @@ impl Store {
     /// Records a storage failure seen by an operation on `engine`: the
     /// next operation reopens the database.
     pub(crate) fn noted<T>(&self, engine: &Engine, result: Result<T>) -> Result<T> {
-        if let Err(Error::Storage(reason)) = &result {
-            // Only the first failure is kept; later ones are its echoes.
-            let _ = engine.failure.set(reason.clone());
-        }
-        result
+        engine.note(result)
     }
 
     fn recover(&self) -> Result<Arc<Engine>> {
@@ -538,7 +618,7 @@ fn open_engine(config: &Config) -> Result<Engine> {
             if relaxed {
                 WriteBarrier::periodic(syncer, config.flush_interval.max(Duration::from_millis(1)))?
             } else {
-                WriteBarrier::group_commit(syncer)
+                WriteBarrier::group_commit(syncer)?
             }
         }
         None => WriteBarrier::Immediate,
