@@ -7,13 +7,13 @@ use std::sync::atomic::Ordering;
 
 use sha2::{Digest, Sha256};
 
-use crate::batch::Entry;
 use crate::clock::Timestamp;
 use crate::durability::Pending;
 use crate::error::{Entity, Error, Result};
+use crate::journal::{JournalEntry, Step};
 use crate::layout;
 use crate::precondition::Precondition;
-use crate::store::{Command, Durable, Engine, Prepared, Store, decide, read};
+use crate::store::{Change, Command, Durable, Engine, Prepared, Store, decide, read};
 use crate::subscriber::{Subscriber, Version};
 use crate::tenancy::Tenant;
 
@@ -386,10 +386,16 @@ impl Store {
         // their times in the order they commit.
         let now = self.now();
         let current = read(engine, &prepared.doc_key)?;
-        let (recorded, change) =
+        let (recorded, change, step) =
             match decide(command, current, expected, tenant, now, prepared.fresh_id) {
-                Ok((doc, change)) => (RecordedOutcome::Document(doc), Some(change)),
-                Err(e) => (RecordedOutcome::from_error(e)?, None),
+                Ok((doc, change)) => {
+                    let step = match &change {
+                        Change::Put(_) => Step::Put,
+                        Change::Remove => Step::Remove(doc.id),
+                    };
+                    (RecordedOutcome::Document(doc), Some(change), step)
+                }
+                Err(e) => (RecordedOutcome::from_error(e)?, None, Step::Nothing),
             };
         let outcome = recorded.clone().into_result();
         let expires_at = now.saturating_add(self.idempotency_ttl());
@@ -401,20 +407,37 @@ impl Store {
             outcome: recorded,
         };
         let record_bytes = record.encode()?;
-        let expiry_key = layout::expiry_key(expires_at, &once.record_key);
+        let entry = JournalEntry {
+            step,
+            doc_key: prepared.doc_key.clone(),
+            record_key: once.record_key.clone(),
+            executed_at: now,
+            expires_at,
+        }
+        .encode()?;
+        // The intent, the record (and its expiry entry), the change:
+        // single-key inserts in this order (journal.rs says why that is
+        // atomic after a crash).
+        let trees = &engine.trees;
+        let seq = engine.journal.begin();
         fail::fail_point!("execute_once::before_commit");
-        // The document change, the record and its expiry entry commit in one
-        // sled transaction (shared with other writers waiting at the moment).
-        engine.batcher.commit(
-            &engine.trees,
-            Entry {
-                doc_key: prepared.doc_key.clone(),
-                change,
-                record_key: once.record_key,
-                record: record_bytes,
-                expiry_key,
-            },
-        )?;
+        trees.journal.insert(seq.key(), entry)?;
+        fail::fail_point!("execute_once::after_journal");
+        trees.idempotency.insert(&once.record_key, record_bytes)?;
+        trees
+            .idempotency_expiry
+            .insert(layout::expiry_key(expires_at, &once.record_key), &[][..])?;
+        fail::fail_point!("execute_once::after_record");
+        match change {
+            Some(Change::Put(bytes)) => {
+                trees.subscribers.insert(&prepared.doc_key, bytes)?;
+            }
+            Some(Change::Remove) => {
+                trees.subscribers.remove(&prepared.doc_key)?;
+            }
+            None => {}
+        }
+        engine.journal.end(seq, trees)?;
         // Taken before the locks are released: a replay that finds the
         // record waits for this ticket too.
         let ticket = engine.barrier.ticket();

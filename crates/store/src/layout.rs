@@ -38,6 +38,23 @@ pub(crate) const IDENTITY_FILE: &str = "subscriberd-store-id";
 /// Key of the store's identity in the `meta` tree.
 pub(crate) const STORE_ID_KEY: &[u8] = b"store_id";
 
+/// Key of the journal's low-watermark in the `meta` tree: every write with
+/// a lower sequence number had made all its changes when it was written.
+pub(crate) const JOURNAL_MARK_KEY: &[u8] = b"journal_mark";
+
+/// Key of a journal entry.
+pub(crate) fn journal_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// The sequence number of a journal key (or of the watermark's value).
+pub(crate) fn journal_seq(key: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| Error::Corrupt(format!("journal key of {} bytes", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
 /// Key in the `meta` tree written to prove a reopened database can write.
 pub(crate) const PROBE_KEY: &[u8] = b"write_probe";
 
@@ -57,7 +74,13 @@ pub(crate) struct Trees {
     /// expiry in ms (8 bytes, big-endian) ++ the `idempotency` key -> empty;
     /// ordered by expiry so the purge reads only what has expired
     pub idempotency_expiry: sled::Tree,
-    /// `store_id` -> 16 random bytes, also in `IDENTITY_FILE`
+    /// write sequence number (8 bytes, big-endian) -> `JournalEntry`: what
+    /// an idempotent write or a delete is about to change, written before
+    /// the change and removed once the low-watermark has passed it (see
+    /// journal.rs)
+    pub journal: sled::Tree,
+    /// `store_id` -> 16 random bytes, also in `IDENTITY_FILE`;
+    /// `journal_mark` -> the journal's low-watermark (8 bytes, big-endian)
     pub meta: sled::Tree,
 }
 
@@ -70,6 +93,7 @@ impl Trees {
             api_keys: db.open_tree("api_keys")?,
             idempotency: db.open_tree("idempotency")?,
             idempotency_expiry: db.open_tree("idempotency_expiry")?,
+            journal: db.open_tree("journal")?,
             meta: db.open_tree("meta")?,
         })
     }

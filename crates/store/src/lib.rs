@@ -33,13 +33,13 @@
 //! ```
 #![deny(missing_docs)]
 
-mod batch;
 mod clock;
 mod config;
 mod durability;
 mod error;
 mod id;
 mod idempotency;
+mod journal;
 mod layout;
 mod precondition;
 mod presence;
@@ -61,12 +61,15 @@ pub use subscriber::{
 pub use tenancy::{ApiKeyInfo, Environment, IssuedKey, Organization, Tenant};
 
 /// The failpoints a durable keyed write ([`Store::execute_once`]) passes, in
-/// order: before its in-memory commit, after it, the flush round's start,
-/// after sled's flush, after the log's fdatasync, and once durable. They
+/// order: before its journal entry, after it, after its record, after its
+/// document change (the in-memory commit), the flush round's start, after
+/// sled's flush, after the log's fdatasync, and once durable. They
 /// compile to nothing unless the `failpoints` feature is on; the crash and
 /// power-cut tests stop the store at each in turn.
 pub const WRITE_PATH_FAILPOINTS: &[&str] = &[
     "execute_once::before_commit",
+    "execute_once::after_journal",
+    "execute_once::after_record",
     "execute_once::before_durable",
     "durability::sync",
     "durability::after_flush",

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
-use crate::batch::Batcher;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{Config, Durability};
 use crate::durability::{Syncer, WriteBarrier};
@@ -72,7 +71,7 @@ struct Recovery {
 pub(crate) struct Engine {
     pub trees: Trees,
     pub barrier: WriteBarrier,
-    pub batcher: Batcher,
+    pub journal: crate::journal::Journal,
     db: sled::Db,
     /// Set once a storage failure was seen: sled 0.34 keeps an I/O error for
     /// good, and after a failed fdatasync nothing written since can be trusted.
@@ -426,11 +425,28 @@ impl Store {
         let now = self.now();
         let current = read(engine, &prepared.doc_key)?;
         let (doc, change) = decide(command, current, expected, tenant, now, prepared.fresh_id)?;
-        let tree = &engine.trees.subscribers;
+        let trees = &engine.trees;
         match change {
-            Change::Put(bytes) => tree.insert(&prepared.doc_key, bytes)?,
-            Change::Remove => tree.remove(&prepared.doc_key)?,
-        };
+            Change::Put(bytes) => {
+                trees.subscribers.insert(&prepared.doc_key, bytes)?;
+            }
+            Change::Remove => {
+                // Journalled, so that redoing an earlier idempotent write
+                // after a crash cannot bring the subscriber back.
+                let entry = crate::journal::JournalEntry {
+                    step: crate::journal::Step::Remove(doc.id),
+                    doc_key: prepared.doc_key.clone(),
+                    record_key: Vec::new(),
+                    executed_at: now,
+                    expires_at: now.saturating_add(self.idempotency_ttl()),
+                }
+                .encode()?;
+                let seq = engine.journal.begin();
+                trees.journal.insert(seq.key(), entry)?;
+                trees.subscribers.remove(&prepared.doc_key)?;
+                engine.journal.end(seq, trees)?;
+            }
+        }
         Ok((doc, engine.barrier.ticket()))
     }
 
@@ -608,6 +624,8 @@ fn open_engine(config: &Config) -> Result<Engine> {
     if let Some(path) = &config.path {
         check_identity(&db, &trees.meta, path)?;
     }
+    // Before anything is served: finish the writes a crash cut short.
+    let journal = crate::journal::recover(&trees)?;
     let barrier = match &config.path {
         Some(path) => {
             let syncer = Syncer::new(db.clone(), path)?;
@@ -626,7 +644,7 @@ fn open_engine(config: &Config) -> Result<Engine> {
     Ok(Engine {
         trees,
         barrier,
-        batcher: Batcher::default(),
+        journal,
         db,
         failure: std::sync::OnceLock::new(),
     })
