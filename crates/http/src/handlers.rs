@@ -213,7 +213,7 @@ async fn write_inner(
     };
     let expected = extract::if_match(&parts.headers)?;
 
-    let store = state.store.clone();
+    let store = &state.store;
     let idempotency = key.as_ref().map(|(_, checked)| {
         let fingerprint = wire::fingerprint(
             &[
@@ -231,23 +231,9 @@ async fn write_inner(
     let shown_key = key.map(|(shown, _)| shown);
     // The write commits in memory here, on this task (microseconds, no
     // disk), and the task then awaits its flush without holding a thread.
-    let executed = match idempotency {
-        Some(once) => match store.commit_once(&tenant, command, expected, &once) {
-            Ok(durable) => durable.await,
-            Err(e) => Err(e),
-        },
-        None => {
-            let outcome = match store.commit(&tenant, command, expected) {
-                Ok(durable) => durable.await,
-                Err(e) => Err(e),
-            };
-            Ok(subscriber_store::Executed {
-                outcome,
-                replayed: false,
-                executed_at: store.now(),
-                annotation: Vec::new(),
-            })
-        }
+    let executed = match store.submit(&tenant, command, expected, idempotency.as_ref()) {
+        Ok(durable) => durable.await,
+        Err(e) => Err(e),
     }
     .map_err(|e| from_store(&e, shown_key.as_deref()))?;
 

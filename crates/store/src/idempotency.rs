@@ -8,14 +8,13 @@ use std::sync::atomic::Ordering;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
-use crate::durability::Pending;
 use crate::error::{Entity, Error, Result};
-use crate::journal::{JournalEntry, Step};
 use crate::layout;
 use crate::precondition::Precondition;
-use crate::store::{Change, Command, Durable, Engine, Prepared, Store, decide, read};
+use crate::store::{Command, Durable, Engine, Store};
 use crate::subscriber::{Subscriber, Version};
 use crate::tenancy::Tenant;
+use crate::write::live_record;
 
 /// The longest idempotency key, in characters.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -103,6 +102,10 @@ impl Idempotency {
         }
     }
 
+    pub(crate) fn annotation(&self) -> &[u8] {
+        &self.annotation
+    }
+
     /// Bytes of the caller's own kept with the record and handed back with
     /// every replay ([`Executed::annotation`]), so a replay can be rendered
     /// exactly as the first answer was (the HTTP facade keeps the request
@@ -117,7 +120,7 @@ impl Idempotency {
         &self.key
     }
 
-    fn fingerprint_of(
+    pub(crate) fn fingerprint_of(
         &self,
         command: &Command,
         expected: Option<&Precondition>,
@@ -168,7 +171,7 @@ pub(crate) enum RecordedOutcome {
 impl RecordedOutcome {
     /// The recordable form of an error a write executed to; rejections (such
     /// as an oversized document) and failures are returned, not recorded.
-    fn from_error(error: Error) -> Result<RecordedOutcome> {
+    pub(crate) fn from_error(error: Error) -> Result<RecordedOutcome> {
         match error {
             Error::NotFound(Entity::Subscriber) => Ok(RecordedOutcome::SubscriberNotFound),
             Error::VersionConflict { expected, current } => {
@@ -179,7 +182,7 @@ impl RecordedOutcome {
         }
     }
 
-    fn into_result(self) -> Result<Subscriber> {
+    pub(crate) fn into_result(self) -> Result<Subscriber> {
         match self {
             RecordedOutcome::Document(doc) => Ok(doc),
             RecordedOutcome::SubscriberNotFound => Err(Error::NotFound(Entity::Subscriber)),
@@ -272,9 +275,6 @@ mod v1 {
     }
 }
 
-/// How many expired records an idempotent write purges on its way out.
-const PURGE_BATCH: usize = 4;
-
 impl Store {
     /// Applies a write at most once per idempotency key (SPEC section 6).
     ///
@@ -341,124 +341,7 @@ impl Store {
         expected: Option<Precondition>,
         idempotency: &Idempotency,
     ) -> Result<Durable<Executed>> {
-        let prepared = self.prepare(tenant, &command)?;
-        let fingerprint = idempotency.fingerprint_of(&command, expected.as_ref())?;
-        let record_key = layout::idempotency_key(tenant.environment_id(), idempotency.key.as_str());
-        let engine = self.engine()?;
-        let once = Once {
-            record_key,
-            fingerprint,
-            annotation: &idempotency.annotation,
-        };
-        let result =
-            self.execute_once_on(&engine, tenant, command, expected.as_ref(), &prepared, once);
-        let (executed, pending) = self.noted(&engine, result)?;
-        Ok(Durable::new(executed, pending, engine))
-    }
-
-    fn execute_once_on(
-        &self,
-        engine: &Engine,
-        tenant: &Tenant,
-        command: Command,
-        expected: Option<&Precondition>,
-        prepared: &Prepared,
-        once: Once<'_>,
-    ) -> Result<(Executed, Pending)> {
-        let key_lock = self.lock_idempotency_stripe(&once.record_key);
-        if let Some(record) = live_record(engine, &once.record_key, self.now())? {
-            drop(key_lock);
-            if record.fingerprint != once.fingerprint {
-                return Err(Error::IdempotencyKeyReused);
-            }
-            // The record may belong to a write still waiting for its flush:
-            // that write took its ticket before it released the key's lock.
-            let executed = Executed {
-                outcome: record.outcome.into_result(),
-                replayed: true,
-                executed_at: record.executed_at,
-                annotation: record.annotation,
-            };
-            return Ok((executed, engine.barrier.pending_all()));
-        }
-        let doc_lock = self.lock_stripe(&prepared.doc_key);
-        // Read under the subscriber's lock: writes to one document take
-        // their times in the order they commit.
-        let now = self.now();
-        let current = read(engine, &prepared.doc_key)?;
-        let (recorded, change, step) =
-            match decide(command, current, expected, tenant, now, prepared.fresh_id) {
-                Ok((doc, change)) => {
-                    let step = match &change {
-                        Change::Put(_) => Step::Put,
-                        Change::Remove => Step::Remove(doc.id),
-                    };
-                    (RecordedOutcome::Document(doc), Some(change), step)
-                }
-                Err(e) => (RecordedOutcome::from_error(e)?, None, Step::Nothing),
-            };
-        let outcome = recorded.clone().into_result();
-        let expires_at = now.saturating_add(self.idempotency_ttl());
-        let record = IdempotencyRecord {
-            fingerprint: once.fingerprint,
-            executed_at: now,
-            expires_at,
-            annotation: once.annotation.to_vec(),
-            outcome: recorded,
-        };
-        let record_bytes = record.encode()?;
-        let entry = JournalEntry {
-            step,
-            doc_key: prepared.doc_key.clone(),
-            record_key: once.record_key.clone(),
-            executed_at: now,
-            expires_at,
-        }
-        .encode()?;
-        // The intent, the record (and its expiry entry), the change:
-        // single-key inserts in this order (journal.rs says why that is
-        // atomic after a crash).
-        let trees = &engine.trees;
-        let seq = engine.journal.begin();
-        fail::fail_point!("execute_once::before_commit");
-        trees.journal.insert(seq.key(), entry)?;
-        fail::fail_point!("execute_once::after_journal");
-        trees.idempotency.insert(&once.record_key, record_bytes)?;
-        trees
-            .idempotency_expiry
-            .insert(layout::expiry_key(expires_at, &once.record_key), &[][..])?;
-        fail::fail_point!("execute_once::after_record");
-        match change {
-            Some(Change::Put(bytes)) => {
-                trees.subscribers.insert(&prepared.doc_key, bytes)?;
-            }
-            Some(Change::Remove) => {
-                trees.subscribers.remove(&prepared.doc_key)?;
-            }
-            None => {}
-        }
-        engine.journal.end(seq, trees)?;
-        // Taken before the locks are released: a replay that finds the
-        // record waits for this ticket too.
-        let ticket = engine.barrier.ticket();
-        self.next_expiry()
-            .fetch_min(expires_at.as_millis(), Ordering::Relaxed);
-        drop(doc_lock);
-        drop(key_lock);
-
-        // Purging is housekeeping: its failure must not fail a committed write,
-        // and the next write (or `purge_expired`) retries it.
-        if now.as_millis() >= self.next_expiry().load(Ordering::Relaxed) {
-            let _ = self.purge_on(engine, PURGE_BATCH);
-        }
-        fail::fail_point!("execute_once::before_durable");
-        let executed = Executed {
-            outcome,
-            replayed: false,
-            executed_at: now,
-            annotation: record.annotation,
-        };
-        Ok((executed, engine.barrier.pending(ticket)))
+        self.submit(tenant, command, expected, Some(idempotency))
     }
 
     /// The live (unexpired) outcome recorded for a key, without executing
@@ -486,11 +369,11 @@ impl Store {
     /// [`Error::Storage`], [`Error::Corrupt`].
     pub fn purge_expired(&self, limit: usize) -> Result<usize> {
         let engine = self.engine()?;
-        let result = self.purge_on(&engine, limit);
+        let result = self.purge_expired_on(&engine, limit);
         self.noted(&engine, result)
     }
 
-    fn purge_on(&self, engine: &Engine, limit: usize) -> Result<usize> {
+    pub(crate) fn purge_expired_on(&self, engine: &Engine, limit: usize) -> Result<usize> {
         let now = self.now();
         let trees = &engine.trees;
         let observed = self.next_expiry().load(Ordering::Relaxed);
@@ -545,27 +428,6 @@ impl Store {
     /// [`Error::Storage`] when the store cannot be read.
     pub fn idempotency_record_count(&self) -> Result<usize> {
         Ok(self.engine()?.trees.idempotency.len())
-    }
-}
-
-/// The identity of one idempotent call, as the write path needs it.
-struct Once<'a> {
-    record_key: Vec<u8>,
-    fingerprint: [u8; 32],
-    annotation: &'a [u8],
-}
-
-fn live_record(
-    engine: &Engine,
-    record_key: &[u8],
-    now: Timestamp,
-) -> Result<Option<IdempotencyRecord>> {
-    match engine.trees.idempotency.get(record_key)? {
-        Some(bytes) => {
-            let record = IdempotencyRecord::decode(&bytes)?;
-            Ok((record.expires_at > now).then_some(record))
-        }
-        None => Ok(None),
     }
 }
 

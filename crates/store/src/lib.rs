@@ -46,6 +46,7 @@ mod presence;
 mod store;
 mod subscriber;
 mod tenancy;
+mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::{Config, Durability};

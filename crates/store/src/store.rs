@@ -14,11 +14,13 @@ use crate::config::{Config, Durability};
 use crate::durability::{Syncer, WriteBarrier};
 use crate::error::{Entity, Error, Result};
 use crate::id::ObjectId;
+use crate::idempotency::{Executed, Idempotency};
 use crate::layout::{self, Trees};
 use crate::precondition::Precondition;
 use crate::presence;
 use crate::subscriber::{Subscriber, SubscriberInput, validate_subscriber_id};
 use crate::tenancy::Tenant;
+use crate::write::{Once, write};
 
 /// Writes to one subscriber are serialised by one of these locks, chosen by
 /// hashing its key; sled itself only sees single-key get/insert.
@@ -407,47 +409,65 @@ impl Store {
     ) -> Result<Durable<Subscriber>> {
         let prepared = self.prepare(tenant, &command)?;
         let engine = self.engine()?;
-        let result = self.commit_on(&engine, tenant, command, expected.as_ref(), &prepared);
-        let (doc, ticket) = self.noted(&engine, result)?;
-        let pending = engine.barrier.pending(ticket);
+        let result = write(
+            self,
+            &engine,
+            tenant,
+            command,
+            expected.as_ref(),
+            &prepared,
+            None,
+        );
+        let (executed, pending) = self.noted(&engine, result)?;
+        // A plain write's outcome is its document: rejections came back above.
+        let doc = executed.outcome?;
         Ok(Durable::new(doc, pending, engine))
     }
 
-    fn commit_on(
+    /// Any write, with or without an idempotency key: the one call an
+    /// application server makes per request. Returns once the write (or the
+    /// replay's record) is committed in memory; wait for or await the
+    /// [`Durable`] before reporting it done.
+    ///
+    /// Without a key, a write that executes to `NotFound`, a version
+    /// conflict or `AlreadyExists` fails with that error; with one, that
+    /// outcome is recorded and returned in [`Executed::outcome`] (see
+    /// [`Store::execute_once`]).
+    ///
+    /// # Errors
+    /// As [`Store::execute`] and [`Store::execute_once`], for everything but
+    /// the flush.
+    pub fn submit(
         &self,
-        engine: &Engine,
         tenant: &Tenant,
         command: Command,
-        expected: Option<&Precondition>,
-        prepared: &Prepared,
-    ) -> Result<(Subscriber, crate::durability::Ticket)> {
-        let _stripe = self.lock_stripe(&prepared.doc_key);
-        let now = self.now();
-        let current = read(engine, &prepared.doc_key)?;
-        let (doc, change) = decide(command, current, expected, tenant, now, prepared.fresh_id)?;
-        let trees = &engine.trees;
-        match change {
-            Change::Put(bytes) => {
-                trees.subscribers.insert(&prepared.doc_key, bytes)?;
-            }
-            Change::Remove => {
-                // Journalled, so that redoing an earlier idempotent write
-                // after a crash cannot bring the subscriber back.
-                let entry = crate::journal::JournalEntry {
-                    step: crate::journal::Step::Remove(doc.id),
-                    doc_key: prepared.doc_key.clone(),
-                    record_key: Vec::new(),
-                    executed_at: now,
-                    expires_at: now.saturating_add(self.idempotency_ttl()),
-                }
-                .encode()?;
-                let seq = engine.journal.begin();
-                trees.journal.insert(seq.key(), entry)?;
-                trees.subscribers.remove(&prepared.doc_key)?;
-                engine.journal.end(seq, trees)?;
-            }
-        }
-        Ok((doc, engine.barrier.ticket()))
+        expected: Option<Precondition>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Durable<Executed>> {
+        let prepared = self.prepare(tenant, &command)?;
+        let once = match idempotency {
+            Some(idempotency) => Some(Once {
+                record_key: layout::idempotency_key(
+                    tenant.environment_id(),
+                    idempotency.key().as_str(),
+                ),
+                fingerprint: idempotency.fingerprint_of(&command, expected.as_ref())?,
+                annotation: idempotency.annotation(),
+            }),
+            None => None,
+        };
+        let engine = self.engine()?;
+        let result = write(
+            self,
+            &engine,
+            tenant,
+            command,
+            expected.as_ref(),
+            &prepared,
+            once,
+        );
+        let (executed, pending) = self.noted(&engine, result)?;
+        Ok(Durable::new(executed, pending, engine))
     }
 
     /// Validates a command and computes what its write needs before any

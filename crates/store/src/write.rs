@@ -1,0 +1,199 @@
+//! The write path: the one function every subscriber write takes, keyed or
+//! not, in every mode. In order:
+//! 1. with an idempotency key: the key's lock, then its record: a live
+//!    record replays (or refuses another request under the same key);
+//! 2. the subscriber's lock; the clock and the document read under it;
+//! 3. `decide` (the rules: existence, `If-Match`, the presence rule, merge);
+//! 4. the change: a plain write inserts the document; a keyed write (and any
+//!    delete) first its journal entry, then its record and expiry entry,
+//!    then the document (journal.rs: why that is atomic after a crash);
+//! 5. a durability ticket, taken before the locks are released;
+//! 6. back to the caller with a `Pending` that becomes the `Durable` it
+//!    waits for or awaits.
+
+use std::sync::atomic::Ordering;
+
+use crate::clock::Timestamp;
+use crate::durability::Pending;
+use crate::error::Result;
+use crate::idempotency::{Executed, IdempotencyRecord, RecordedOutcome};
+use crate::journal::{JournalEntry, Step};
+use crate::layout;
+use crate::precondition::Precondition;
+use crate::store::{Change, Command, Engine, Prepared, Store, decide, read};
+use crate::tenancy::Tenant;
+
+/// How many expired records an idempotent write purges on its way out.
+const PURGE_BATCH: usize = 4;
+
+/// The identity of one idempotent call, as the write path needs it.
+#[derive(Debug)]
+pub(crate) struct Once<'a> {
+    pub record_key: Vec<u8>,
+    pub fingerprint: [u8; 32],
+    pub annotation: &'a [u8],
+}
+
+/// Runs one write on `engine` (see the module's docs). A plain write's
+/// outcome is always its document (a `NotFound`, conflict or
+/// `AlreadyExists` is returned as the error); a keyed write records those
+/// and returns them as its outcome.
+pub(crate) fn write(
+    store: &Store,
+    engine: &Engine,
+    tenant: &Tenant,
+    command: Command,
+    expected: Option<&Precondition>,
+    prepared: &Prepared,
+    once: Option<Once<'_>>,
+) -> Result<(Executed, Pending)> {
+    let key_lock = once
+        .as_ref()
+        .map(|once| store.lock_idempotency_stripe(&once.record_key));
+    if let Some(once) = &once {
+        if let Some(record) = live_record(engine, &once.record_key, store.now())? {
+            drop(key_lock);
+            if record.fingerprint != once.fingerprint {
+                return Err(crate::error::Error::IdempotencyKeyReused);
+            }
+            // The record may belong to a write still waiting for its flush:
+            // that write took its ticket before it released the key's lock.
+            let executed = Executed {
+                outcome: record.outcome.into_result(),
+                replayed: true,
+                executed_at: record.executed_at,
+                annotation: record.annotation,
+            };
+            return Ok((executed, engine.barrier.pending_all()));
+        }
+    }
+
+    let doc_lock = store.lock_stripe(&prepared.doc_key);
+    // Read under the subscriber's lock: writes to one document take their
+    // times in the order they commit.
+    let now = store.now();
+    let current = read(engine, &prepared.doc_key)?;
+    let decided = decide(command, current, expected, tenant, now, prepared.fresh_id);
+    let trees = &engine.trees;
+    let Some(once) = once else {
+        let (doc, change) = decided?;
+        match change {
+            Change::Put(bytes) => {
+                trees.subscribers.insert(&prepared.doc_key, bytes)?;
+            }
+            Change::Remove => {
+                // Journalled, so that redoing an earlier idempotent write
+                // after a crash cannot bring the subscriber back.
+                let entry = JournalEntry {
+                    step: Step::Remove(doc.id),
+                    doc_key: prepared.doc_key.clone(),
+                    record_key: Vec::new(),
+                    executed_at: now,
+                    expires_at: now.saturating_add(store.idempotency_ttl()),
+                }
+                .encode()?;
+                let seq = engine.journal.begin();
+                trees.journal.insert(seq.key(), entry)?;
+                trees.subscribers.remove(&prepared.doc_key)?;
+                engine.journal.end(seq, trees)?;
+            }
+        }
+        let ticket = engine.barrier.ticket();
+        drop(doc_lock);
+        let executed = Executed {
+            outcome: Ok(doc),
+            replayed: false,
+            executed_at: now,
+            annotation: Vec::new(),
+        };
+        return Ok((executed, engine.barrier.pending(ticket)));
+    };
+
+    let (recorded, change, step) = match decided {
+        Ok((doc, change)) => {
+            let step = match &change {
+                Change::Put(_) => Step::Put,
+                Change::Remove => Step::Remove(doc.id),
+            };
+            (RecordedOutcome::Document(doc), Some(change), step)
+        }
+        Err(e) => (RecordedOutcome::from_error(e)?, None, Step::Nothing),
+    };
+    let outcome = recorded.clone().into_result();
+    let expires_at = now.saturating_add(store.idempotency_ttl());
+    let record = IdempotencyRecord {
+        fingerprint: once.fingerprint,
+        executed_at: now,
+        expires_at,
+        annotation: once.annotation.to_vec(),
+        outcome: recorded,
+    };
+    let record_bytes = record.encode()?;
+    let entry = JournalEntry {
+        step,
+        doc_key: prepared.doc_key.clone(),
+        record_key: once.record_key.clone(),
+        executed_at: now,
+        expires_at,
+    }
+    .encode()?;
+    // The intent, the record (and its expiry entry), the change: single-key
+    // inserts in this order (journal.rs says why that is atomic after a
+    // crash).
+    let seq = engine.journal.begin();
+    fail::fail_point!("execute_once::before_commit");
+    trees.journal.insert(seq.key(), entry)?;
+    fail::fail_point!("execute_once::after_journal");
+    trees.idempotency.insert(&once.record_key, record_bytes)?;
+    trees
+        .idempotency_expiry
+        .insert(layout::expiry_key(expires_at, &once.record_key), &[][..])?;
+    fail::fail_point!("execute_once::after_record");
+    match change {
+        Some(Change::Put(bytes)) => {
+            trees.subscribers.insert(&prepared.doc_key, bytes)?;
+        }
+        Some(Change::Remove) => {
+            trees.subscribers.remove(&prepared.doc_key)?;
+        }
+        None => {}
+    }
+    engine.journal.end(seq, trees)?;
+    // Taken before the locks are released: a replay that finds the record
+    // waits for this ticket too.
+    let ticket = engine.barrier.ticket();
+    store
+        .next_expiry()
+        .fetch_min(expires_at.as_millis(), Ordering::Relaxed);
+    drop(doc_lock);
+    drop(key_lock);
+
+    // Purging is housekeeping: its failure must not fail a committed write,
+    // and the next write (or `purge_expired`) retries it.
+    if now.as_millis() >= store.next_expiry().load(Ordering::Relaxed) {
+        let _ = store.purge_expired_on(engine, PURGE_BATCH);
+    }
+    fail::fail_point!("execute_once::before_durable");
+    let executed = Executed {
+        outcome,
+        replayed: false,
+        executed_at: now,
+        annotation: record.annotation,
+    };
+    Ok((executed, engine.barrier.pending(ticket)))
+}
+
+/// The record under `record_key`, unless it has expired.
+pub(crate) fn live_record(
+    engine: &Engine,
+    record_key: &[u8],
+    now: Timestamp,
+) -> Result<Option<IdempotencyRecord>> {
+    match engine.trees.idempotency.get(record_key)? {
+        Some(bytes) => {
+            let record = IdempotencyRecord::decode(&bytes)?;
+            Ok((record.expires_at > now).then_some(record))
+        }
+        None => Ok(None),
+    }
+}
