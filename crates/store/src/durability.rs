@@ -165,12 +165,16 @@ struct RoundState {
     rounds: u64,
     /// The engine is closing: the flusher ends.
     stop: bool,
+    /// A round is running (on the commit thread or a blocking waiter).
+    flushing: bool,
     /// Async waiters, woken when `durable` reaches their ticket or a round fails.
     wakers: Vec<(u64, Waker)>,
 }
 
-/// Group commit: writers take tickets and wait (blocking, or as a future);
-/// one thread runs flush rounds back to back while anyone waits. A round
+/// Group commit: writers take tickets and wait (blocking, or as a future).
+/// A blocking waiter runs the next round itself when none is running
+/// (leader/follower, no handoff); for futures, the engine's commit thread
+/// runs rounds back to back while any is waiting. One round at a time. A round
 /// reads `committed` before it starts, so it covers every write whose
 /// ticket was taken before, and serves every waiter that queued behind the
 /// previous round.
@@ -207,23 +211,38 @@ impl Drop for Flusher {
 fn run_rounds(shared: &GroupCommit) {
     let mut state = shared.state.lock();
     loop {
-        while !state.stop && (state.requested <= state.durable || state.failure.is_some()) {
+        while !state.stop
+            && (state.flushing || state.requested <= state.durable || state.failure.is_some())
+        {
             shared.work.wait(&mut state);
         }
         if state.stop {
             return;
         }
+        state = shared.round(state);
+    }
+}
+
+impl GroupCommit {
+    /// Runs one flush round (the caller saw none running) and wakes every
+    /// waiter it decided. Returns with the lock held again.
+    fn round<'a>(
+        &'a self,
+        mut state: parking_lot::MutexGuard<'a, RoundState>,
+    ) -> parking_lot::MutexGuard<'a, RoundState> {
+        state.flushing = true;
         // Read under the lock, before the flush starts: every write counted
         // here finished its in-memory commit before the round began.
-        let target = shared.committed.load(Ordering::SeqCst);
+        let target = self.committed.load(Ordering::SeqCst);
         drop(state);
-        let result = shared.syncer.sync();
-        state = shared.state.lock();
+        let result = self.syncer.sync();
+        let mut state = self.state.lock();
+        state.flushing = false;
         state.rounds += 1;
         match result {
             Ok(()) => {
                 state.durable = state.durable.max(target);
-                shared.durable.store(state.durable, Ordering::Release);
+                self.durable.store(state.durable, Ordering::Release);
             }
             Err(e) => state.failure = Some(e.to_string()),
         }
@@ -237,14 +256,16 @@ fn run_rounds(shared: &GroupCommit) {
             }
             !done
         });
-        shared.done.notify_all();
+        self.done.notify_all();
+        if state.requested > state.durable && !failed {
+            // Someone asked for more while this round ran.
+            self.work.notify_one();
+        }
         drop(state);
         ready.into_iter().for_each(Waker::wake);
-        state = shared.state.lock();
+        self.state.lock()
     }
-}
 
-impl GroupCommit {
     /// `Some` once the write with ticket `seq` is durable or cannot become
     /// so; else asks the flusher for a round that covers it.
     fn check(&self, state: &mut RoundState, seq: u64) -> Option<Result<()>> {
@@ -288,10 +309,19 @@ impl Pending {
                 }
                 let mut state = shared.state.lock();
                 loop {
-                    if let Some(result) = shared.check(&mut state, seq) {
-                        return result;
+                    if state.durable >= seq {
+                        return Ok(());
                     }
-                    shared.done.wait(&mut state);
+                    if let Some(error) = &state.failure {
+                        return Err(Error::Storage(format!("flush to disk failed: {error}")));
+                    }
+                    if state.flushing {
+                        shared.done.wait(&mut state);
+                    } else {
+                        // No round is running: a blocking waiter runs it
+                        // itself, with no handoff to the commit thread.
+                        state = shared.round(state);
+                    }
                 }
             }
         }

@@ -11,8 +11,10 @@
 //! 3. the document change itself.
 //!
 //! These are plain single-key inserts, and sled recovers a prefix of its log
-//! after a crash (it replays its log in order and stops at the first message
-//! it cannot read). So after a crash a record is never there without its
+//! after a crash: it replays its log in order and stops at the first torn
+//! message (sled 0.34.7, `pagecache/iterator.rs`, `LogIter::next`: "found a
+//! tear"); the tests in `tests/power_cut.rs` cut the power between each of
+//! these steps. So after a crash a record is never there without its
 //! journal entry, nor a document change without its record; the one
 //! incomplete case is an entry (and maybe its record) whose later steps are
 //! missing. On open, [`recover`] redoes the entries at or after the
