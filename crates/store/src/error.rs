@@ -1,9 +1,7 @@
 //! The store's one error type. Each variant is something a caller can act on;
 //! sled's own error type never crosses this boundary.
 
-use crate::idempotency::KeyProblem;
-use crate::precondition::Precondition;
-use crate::subscriber::Version;
+use crate::precondition::{Precondition, Version};
 
 /// What a store operation can fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,5 +105,27 @@ impl Error {
             field: field.into(),
             message: message.into(),
         }
+    }
+}
+
+/// Why a string is not an idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// It is empty.
+    Empty,
+    /// It is longer than [`MAX_IDEMPOTENCY_KEY_LEN`](crate::MAX_IDEMPOTENCY_KEY_LEN).
+    TooLong,
+    /// It holds a character outside visible ASCII (space and controls included).
+    NotVisibleAscii,
+}
+
+impl std::fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyProblem::Empty => "it is empty",
+            KeyProblem::TooLong => "it is longer than 255 characters",
+            KeyProblem::NotVisibleAscii => "it holds characters other than visible ASCII",
+        })
     }
 }

@@ -3,18 +3,15 @@
 //! recorded outcome, with another request are refused. The record commits in
 //! the same sled transaction as the write it describes.
 
-use std::sync::atomic::Ordering;
-
 use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
+use crate::command::Command;
+pub use crate::error::KeyProblem;
 use crate::error::{Entity, Error, Result};
-use crate::layout;
+use crate::layout::{self, Trees};
 use crate::precondition::Precondition;
-use crate::store::{Command, Durable, Engine, Store};
 use crate::subscriber::{Subscriber, Version};
-use crate::tenancy::Tenant;
-use crate::write::live_record;
 
 /// The longest idempotency key, in characters.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -22,28 +19,6 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// An idempotency key: 1 to 255 visible ASCII characters (`!` to `~`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);
-
-/// Why a string is not an idempotency key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum KeyProblem {
-    /// It is empty.
-    Empty,
-    /// It is longer than [`MAX_IDEMPOTENCY_KEY_LEN`].
-    TooLong,
-    /// It holds a character outside visible ASCII (space and controls included).
-    NotVisibleAscii,
-}
-
-impl std::fmt::Display for KeyProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            KeyProblem::Empty => "it is empty",
-            KeyProblem::TooLong => "it is longer than 255 characters",
-            KeyProblem::NotVisibleAscii => "it holds characters other than visible ASCII",
-        })
-    }
-}
 
 impl IdempotencyKey {
     /// Checks and wraps a key.
@@ -275,160 +250,42 @@ mod v1 {
     }
 }
 
-impl Store {
-    /// Applies a write at most once per idempotency key (SPEC section 6).
-    ///
-    /// - First use of the key (or after its record expired): executes like
-    ///   [`Store::execute`] and records the outcome (the document, or the
-    ///   `NotFound`/`VersionConflict`/`AlreadyExists` it executed to) in the
-    ///   same sled transaction as the write.
-    /// - Same key, same request: returns the recorded outcome with
-    ///   `replayed: true`; nothing is written. In durable mode it returns
-    ///   only once the record is on disk.
-    /// - Concurrent calls with one key are serialised: the later ones wait
-    ///   and replay; a write never executes twice.
-    ///
-    /// Keys are scoped by the tenant's environment.
-    ///
-    /// ```
-    /// use subscriber_store::{Command, Config, Idempotency, IdempotencyKey, Store, SubscriberInput};
-    ///
-    /// let store = Store::open(Config::temporary())?;
-    /// let org = store.create_organization("Acme")?;
-    /// let tenant = store.create_environment(org.id, "Development")?.tenant();
-    /// store.upsert(&tenant, SubscriberInput::new("u1"), None)?;
-    ///
-    /// let once = Idempotency::new(IdempotencyKey::new("req-1")?);
-    /// let online = || Command::SetOnline { subscriber_id: "u1".into(), online: true };
-    /// let first = store.execute_once(&tenant, online(), None, &once)?;
-    /// let again = store.execute_once(&tenant, online(), None, &once)?;
-    /// assert!(!first.replayed && again.replayed);
-    /// assert_eq!(first.outcome, again.outcome);
-    /// assert_eq!(store.get(&tenant, "u1")?.version.0, 1);
-    /// # Ok::<(), subscriber_store::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    /// Rejections, not recorded: [`Error::InvalidInput`],
-    /// [`Error::IdempotencyKeyReused`] (same key, other request; nothing
-    /// written). Failures: [`Error::Storage`], [`Error::Corrupt`].
-    pub fn execute_once(
-        &self,
-        tenant: &Tenant,
-        command: Command,
-        expected: Option<Precondition>,
-        idempotency: &Idempotency,
-    ) -> Result<Executed> {
-        let executed = self
-            .commit_once(tenant, command, expected, idempotency)?
-            .wait()?;
-        fail::fail_point!("execute_once::after_durable");
-        Ok(executed)
-    }
-
-    /// As [`Store::execute_once`], returning once the write (or the replay's
-    /// record) is committed in memory: wait for or await the [`Durable`]
-    /// before reporting it done. A replay's `Durable` waits for everything
-    /// committed before it, so it never reports a write still on its way
-    /// to the disk.
-    ///
-    /// # Errors
-    /// As [`Store::execute_once`], for everything but the flush.
-    pub fn commit_once(
-        &self,
-        tenant: &Tenant,
-        command: Command,
-        expected: Option<Precondition>,
-        idempotency: &Idempotency,
-    ) -> Result<Durable<Executed>> {
-        self.submit(tenant, command, expected, Some(idempotency))
-    }
-
-    /// The live (unexpired) outcome recorded for a key, without executing
-    /// anything: `None` if the key is unused or expired.
-    ///
-    /// # Errors
-    /// [`Error::Storage`], [`Error::Corrupt`].
-    pub fn recorded(&self, tenant: &Tenant, key: &IdempotencyKey) -> Result<Option<Executed>> {
-        let record_key = layout::idempotency_key(tenant.environment_id(), key.as_str());
-        let engine = self.engine()?;
-        let result = live_record(&engine, &record_key, self.now());
-        Ok(self.noted(&engine, result)?.map(|record| Executed {
-            outcome: record.outcome.into_result(),
-            replayed: true,
-            executed_at: record.executed_at,
-            annotation: record.annotation,
-        }))
-    }
-
-    /// Removes up to `limit` expired idempotency records, oldest expiry
-    /// first, and returns how many it removed. Idempotent writes call it
-    /// with a small limit, so the records stay bounded without a thread.
-    ///
-    /// # Errors
-    /// [`Error::Storage`], [`Error::Corrupt`].
-    pub fn purge_expired(&self, limit: usize) -> Result<usize> {
-        let engine = self.engine()?;
-        let result = self.purge_expired_on(&engine, limit);
-        self.noted(&engine, result)
-    }
-
-    pub(crate) fn purge_expired_on(&self, engine: &Engine, limit: usize) -> Result<usize> {
-        let now = self.now();
-        let trees = &engine.trees;
-        let observed = self.next_expiry().load(Ordering::Relaxed);
-        let mut removed = 0;
-        // Nothing left to read means the next record to expire is one written
-        // from now on, which lowers the mark itself when it commits.
-        let mut next = u64::MAX;
-        for entry in trees.idempotency_expiry.iter().take(limit) {
-            let (key, _) = entry?;
-            let Some((expires_at, record_key)) = layout::split_expiry_key(&key) else {
-                trees.idempotency_expiry.remove(&key)?;
-                continue;
-            };
-            if expires_at > now {
-                next = expires_at.as_millis();
-                break;
-            }
-            // Stopped by the limit: the rest may have expired already.
-            next = now.as_millis();
-            if let Some(bytes) = trees.idempotency.get(record_key)? {
-                let record = IdempotencyRecord::decode(&bytes)?;
-                // A newer record under the same key has its own expiry entry;
-                // compare-and-swap keeps a concurrent rewrite from being lost.
-                if record.expires_at <= now
-                    && trees
-                        .idempotency
-                        .compare_and_swap(record_key, Some(bytes), None::<&[u8]>)?
-                        .is_ok()
-                {
-                    removed += 1;
-                }
-            }
+/// Removes up to `limit` expired records, oldest expiry first (reading the
+/// `idempotency_expiry` index from its start and stopping at the first
+/// unexpired entry). Returns how many went and the time (ms) before which
+/// nothing else can expire: `u64::MAX` when nothing is left to read (the
+/// next record to expire is one written from now on).
+pub(crate) fn purge_expired(trees: &Trees, now: Timestamp, limit: usize) -> Result<(usize, u64)> {
+    let mut removed = 0;
+    let mut next = u64::MAX;
+    for entry in trees.idempotency_expiry.iter().take(limit) {
+        let (key, _) = entry?;
+        let Some((expires_at, record_key)) = layout::split_expiry_key(&key) else {
             trees.idempotency_expiry.remove(&key)?;
+            continue;
+        };
+        if expires_at > now {
+            next = expires_at.as_millis();
+            break;
         }
-        // Only raise the mark from what was read before the scan: a write
-        // that lowered it meanwhile keeps its lower mark. The mark is a time
-        // by the clock, not an age, so a clock that steps back lowers it
-        // with the next write and never stalls the purge.
-        let _ = self.next_expiry().compare_exchange(
-            observed,
-            next,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-        Ok(removed)
+        // Stopped by the limit: the rest may have expired already.
+        next = now.as_millis();
+        if let Some(bytes) = trees.idempotency.get(record_key)? {
+            let record = IdempotencyRecord::decode(&bytes)?;
+            // A newer record under the same key has its own expiry entry;
+            // compare-and-swap keeps a concurrent rewrite from being lost.
+            if record.expires_at <= now
+                && trees
+                    .idempotency
+                    .compare_and_swap(record_key, Some(bytes), None::<&[u8]>)?
+                    .is_ok()
+            {
+                removed += 1;
+            }
+        }
+        trees.idempotency_expiry.remove(&key)?;
     }
-
-    /// Number of idempotency records held, expired or not (O(n): for tests
-    /// and operators, not hot paths).
-    ///
-    /// # Errors
-    /// [`Error::Storage`] when the store cannot be read.
-    pub fn idempotency_record_count(&self) -> Result<usize> {
-        Ok(self.engine()?.trees.idempotency.len())
-    }
+    Ok((removed, next))
 }
 
 #[cfg(test)]

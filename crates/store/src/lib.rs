@@ -34,8 +34,10 @@
 #![deny(missing_docs)]
 
 mod clock;
+mod command;
 mod config;
 mod durability;
+mod engine;
 mod error;
 mod id;
 mod idempotency;
@@ -49,12 +51,13 @@ mod tenancy;
 mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use command::Command;
 pub use config::{Config, Durability};
 pub use error::{Entity, Error, Result};
 pub use id::ObjectId;
 pub use idempotency::{Executed, Idempotency, IdempotencyKey, KeyProblem, MAX_IDEMPOTENCY_KEY_LEN};
 pub use precondition::Precondition;
-pub use store::{Command, Durable, Store};
+pub use store::{Durable, Store};
 pub use subscriber::{
     Channel, ChannelSettings, Credentials, Data, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS, Subscriber,
     SubscriberInput, Version, validate_subscriber_id,

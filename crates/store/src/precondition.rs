@@ -1,9 +1,26 @@
-//! What a write may require of the document's version before it applies:
-//! the store's form of HTTP's `If-Match` (RFC 9110, section 13.1.1).
+//! A document's version (`__v`) and what a write may require of it before
+//! it applies: the store's form of HTTP's `If-Match` (RFC 9110, section
+//! 13.1.1).
 
 use std::fmt;
 
-use crate::subscriber::Version;
+/// A document's version, Novu's `__v`: 0 at creation, +1 on every committed change.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, bincode::Encode, bincode::Decode,
+)]
+pub struct Version(pub u64);
+
+impl Version {
+    pub(crate) fn next(self) -> Version {
+        Version(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// A condition on the current document, checked under its lock before a write.
 ///

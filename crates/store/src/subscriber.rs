@@ -8,13 +8,8 @@ use sha2::{Digest, Sha256};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
+pub use crate::precondition::Version;
 use crate::tenancy::Tenant;
-
-/// A document's version, Novu's `__v`: 0 at creation, +1 on every committed change.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, bincode::Encode, bincode::Decode,
-)]
-pub struct Version(pub u64);
 
 impl Subscriber {
     /// The time a write at `now` gives this document: never earlier than
@@ -25,18 +20,6 @@ impl Subscriber {
             .max(self.created_at)
             .max(self.last_online_at.unwrap_or(self.updated_at));
         now.max(latest)
-    }
-}
-
-impl Version {
-    pub(crate) fn next(self) -> Version {
-        Version(self.0.saturating_add(1))
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
     }
 }
 

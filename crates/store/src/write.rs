@@ -11,20 +11,104 @@
 //! 6. back to the caller with a `Pending` that becomes the `Durable` it
 //!    waits for or awaits.
 
-use std::sync::atomic::Ordering;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use crate::clock::Timestamp;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::clock::{Clock, Timestamp};
+use crate::command::{Change, Command, decide};
 use crate::durability::Pending;
+use crate::engine::{Engine, read};
 use crate::error::Result;
-use crate::idempotency::{Executed, IdempotencyRecord, RecordedOutcome};
+use crate::id::ObjectId;
+use crate::idempotency::{Executed, IdempotencyRecord, RecordedOutcome, purge_expired};
 use crate::journal::{JournalEntry, Step};
 use crate::layout;
 use crate::precondition::Precondition;
-use crate::store::{Change, Command, Engine, Prepared, Store, decide, read};
 use crate::tenancy::Tenant;
 
 /// How many expired records an idempotent write purges on its way out.
 const PURGE_BATCH: usize = 4;
+
+/// Writes to one subscriber are serialised by one of these locks, chosen by
+/// hashing its key; sled itself only sees single-key get/insert.
+const STRIPES: usize = 1024;
+
+/// What the write path needs besides the database: the clock, the record
+/// TTL, the locks that serialise writes, and the purge mark. The store holds
+/// one for its whole life: it outlives a reopened database.
+#[derive(Debug)]
+pub(crate) struct Writes {
+    clock: Arc<dyn Clock>,
+    idempotency_ttl: Duration,
+    stripes: Box<[Mutex<()>]>,
+    /// Taken before, never while holding, a subscriber stripe.
+    idempotency_stripes: Box<[Mutex<()>]>,
+    hasher: RandomState,
+    /// No idempotency record expires before this (ms): every keyed write
+    /// lowers it to its record's expiry, a purge raises it to the first
+    /// unexpired entry. Lets writes skip the purge scan until something can
+    /// expire.
+    next_expiry: AtomicU64,
+}
+
+impl Writes {
+    pub(crate) fn new(clock: Arc<dyn Clock>, idempotency_ttl: Duration) -> Writes {
+        Writes {
+            clock,
+            idempotency_ttl,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            idempotency_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: RandomState::new(),
+            next_expiry: AtomicU64::new(0),
+        }
+    }
+
+    /// The current time by the store's clock (the one its timestamps use).
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn stripe(&self, key: &[u8]) -> usize {
+        let mut h = self.hasher.build_hasher();
+        h.write(key);
+        (h.finish() % STRIPES as u64) as usize
+    }
+
+    fn lock_stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+        self.stripes[self.stripe(key)].lock()
+    }
+
+    fn lock_idempotency_stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+        self.idempotency_stripes[self.stripe(key)].lock()
+    }
+
+    /// Removes up to `limit` expired idempotency records and moves the
+    /// purge mark.
+    pub(crate) fn purge(&self, engine: &Engine, limit: usize) -> Result<usize> {
+        let observed = self.next_expiry.load(Ordering::Relaxed);
+        let (removed, next) = purge_expired(&engine.trees, self.now(), limit)?;
+        // Only raise the mark from what was read before the scan: a write
+        // that lowered it meanwhile keeps its lower mark. The mark is a time
+        // by the clock, not an age, so a clock that steps back lowers it
+        // with the next write and never stalls the purge.
+        let _ =
+            self.next_expiry
+                .compare_exchange(observed, next, Ordering::Relaxed, Ordering::Relaxed);
+        Ok(removed)
+    }
+}
+
+/// What a write needs before it takes any lock.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub doc_key: Vec<u8>,
+    pub fresh_id: ObjectId,
+}
 
 /// The identity of one idempotent call, as the write path needs it.
 #[derive(Debug)]
@@ -39,7 +123,7 @@ pub(crate) struct Once<'a> {
 /// `AlreadyExists` is returned as the error); a keyed write records those
 /// and returns them as its outcome.
 pub(crate) fn write(
-    store: &Store,
+    store: &Writes,
     engine: &Engine,
     tenant: &Tenant,
     command: Command,
@@ -89,7 +173,7 @@ pub(crate) fn write(
                     doc_key: prepared.doc_key.clone(),
                     record_key: Vec::new(),
                     executed_at: now,
-                    expires_at: now.saturating_add(store.idempotency_ttl()),
+                    expires_at: now.saturating_add(store.idempotency_ttl),
                 }
                 .encode()?;
                 let seq = engine.journal.begin();
@@ -120,7 +204,7 @@ pub(crate) fn write(
         Err(e) => (RecordedOutcome::from_error(e)?, None, Step::Nothing),
     };
     let outcome = recorded.clone().into_result();
-    let expires_at = now.saturating_add(store.idempotency_ttl());
+    let expires_at = now.saturating_add(store.idempotency_ttl);
     let record = IdempotencyRecord {
         fingerprint: once.fingerprint,
         executed_at: now,
@@ -163,15 +247,15 @@ pub(crate) fn write(
     // waits for this ticket too.
     let ticket = engine.barrier.ticket();
     store
-        .next_expiry()
+        .next_expiry
         .fetch_min(expires_at.as_millis(), Ordering::Relaxed);
     drop(doc_lock);
     drop(key_lock);
 
     // Purging is housekeeping: its failure must not fail a committed write,
     // and the next write (or `purge_expired`) retries it.
-    if now.as_millis() >= store.next_expiry().load(Ordering::Relaxed) {
-        let _ = store.purge_expired_on(engine, PURGE_BATCH);
+    if now.as_millis() >= store.next_expiry.load(Ordering::Relaxed) {
+        let _ = store.purge(engine, PURGE_BATCH);
     }
     fail::fail_point!("execute_once::before_durable");
     let executed = Executed {

@@ -2,29 +2,26 @@
 //! and the one path every subscriber write takes (validate, lock the
 //! subscriber's stripe, read, decide, commit, wait for durability).
 
-use std::fs::File;
-use std::hash::{BuildHasher, Hasher};
+mod idempotency;
+mod tenancy;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
-use crate::clock::{Clock, Timestamp};
+use crate::clock::Timestamp;
+use crate::command::Command;
 use crate::config::{Config, Durability};
-use crate::durability::{Syncer, WriteBarrier};
+use crate::engine::{Engine, open_engine, probe, read, sync_engine};
 use crate::error::{Entity, Error, Result};
 use crate::id::ObjectId;
 use crate::idempotency::{Executed, Idempotency};
-use crate::layout::{self, Trees};
+use crate::layout::{self};
 use crate::precondition::Precondition;
-use crate::presence;
 use crate::subscriber::{Subscriber, SubscriberInput, validate_subscriber_id};
 use crate::tenancy::Tenant;
-use crate::write::{Once, write};
-
-/// Writes to one subscriber are serialised by one of these locks, chosen by
-/// hashing its key; sled itself only sees single-key get/insert.
-const STRIPES: usize = 1024;
+use crate::write::{Once, Prepared, Writes, write};
 
 /// A handle to an open store. Cheap to clone; all clones share one database
 /// and can be used from any number of threads. The database closes when the
@@ -41,15 +38,8 @@ struct Shared {
     /// Serialises attempts to reopen the database after a storage failure.
     recovery: Mutex<Recovery>,
     config: Config,
-    clock: Arc<dyn Clock>,
-    stripes: Box<[Mutex<()>]>,
-    idempotency_stripes: Box<[Mutex<()>]>,
-    idempotency_ttl: std::time::Duration,
-    /// No idempotency record expires before this (ms): every write lowers it
-    /// to its record's expiry, a purge raises it to the first unexpired
-    /// entry. Lets writes skip the purge scan until something can expire.
-    next_expiry: std::sync::atomic::AtomicU64,
-    stripe_hasher: std::collections::hash_map::RandomState,
+    /// The write path's clock, locks and purge mark: they outlive a reopen.
+    writes: Writes,
     bootstrap: Mutex<()>,
 }
 
@@ -65,32 +55,6 @@ struct Recovery {
     /// No reopen is tried before this.
     not_before: Option<Instant>,
     backoff: Duration,
-}
-
-/// One open sled database and what writes to it: replaced as a whole when
-/// the store reopens after a storage failure.
-#[derive(Debug)]
-pub(crate) struct Engine {
-    pub trees: Trees,
-    pub barrier: WriteBarrier,
-    pub journal: crate::journal::Journal,
-    db: sled::Db,
-    /// Set once a storage failure was seen: sled 0.34 keeps an I/O error for
-    /// good, and after a failed fdatasync nothing written since can be trusted.
-    /// The first failure wins; read without a lock on every operation.
-    failure: std::sync::OnceLock<String>,
-}
-
-impl Engine {
-    /// Records a storage failure `result` carries: the next operation
-    /// reopens the database.
-    pub(crate) fn note<T>(&self, result: Result<T>) -> Result<T> {
-        if let Err(Error::Storage(reason)) = &result {
-            // Only the first failure is kept; later ones are its echoes.
-            let _ = self.failure.set(reason.clone());
-        }
-        result
-    }
 }
 
 /// A write committed in memory and visible to readers, on its way to the
@@ -156,60 +120,6 @@ impl<T: Unpin> std::future::Future for Durable<T> {
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A write to one subscriber, as [`Store::execute`] takes it.
-#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode)]
-// Built once per write and moved into `execute`: boxing the input would cost
-// an allocation per write for no gain.
-#[allow(clippy::large_enum_variant)]
-pub enum Command {
-    /// Create the subscriber, or set the given fields if it exists.
-    Upsert {
-        /// What to set.
-        input: SubscriberInput,
-        /// Fail with [`Error::AlreadyExists`] instead of updating.
-        fail_if_exists: bool,
-    },
-    /// The presence write: set `isOnline`.
-    SetOnline {
-        /// Which subscriber.
-        subscriber_id: String,
-        /// The new presence.
-        online: bool,
-    },
-    /// Remove the subscriber; a later create starts over at version 0.
-    Delete {
-        /// Which subscriber.
-        subscriber_id: String,
-    },
-}
-
-impl Command {
-    fn subscriber_id(&self) -> &str {
-        match self {
-            Command::Upsert { input, .. } => &input.subscriber_id,
-            Command::SetOnline { subscriber_id, .. } | Command::Delete { subscriber_id } => {
-                subscriber_id
-            }
-        }
-    }
-
-    fn validate(&self) -> Result<()> {
-        match self {
-            Command::Upsert { input, .. } => input.validate(),
-            Command::SetOnline { subscriber_id, .. } | Command::Delete { subscriber_id } => {
-                validate_subscriber_id(subscriber_id)
-            }
-        }
-    }
-}
-
-/// What a decided command does to the stored document.
-#[derive(Debug)]
-pub(crate) enum Change {
-    Put(Vec<u8>),
-    Remove,
-}
-
 impl Store {
     /// Opens (or creates) a store.
     ///
@@ -235,12 +145,7 @@ impl Store {
                     not_before: None,
                     backoff: FIRST_BACKOFF,
                 }),
-                clock: Arc::clone(&config.clock),
-                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-                idempotency_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-                idempotency_ttl: config.idempotency_ttl,
-                next_expiry: std::sync::atomic::AtomicU64::new(0),
-                stripe_hasher: Default::default(),
+                writes: Writes::new(Arc::clone(&config.clock), config.idempotency_ttl),
                 bootstrap: Mutex::new(()),
                 config,
             }),
@@ -410,7 +315,7 @@ impl Store {
         let prepared = self.prepare(tenant, &command)?;
         let engine = self.engine()?;
         let result = write(
-            self,
+            &self.shared.writes,
             &engine,
             tenant,
             command,
@@ -458,7 +363,7 @@ impl Store {
         };
         let engine = self.engine()?;
         let result = write(
-            self,
+            &self.shared.writes,
             &engine,
             tenant,
             command,
@@ -574,228 +479,16 @@ impl Store {
         }
     }
 
-    /// The lock that serialises writes to the subscriber stored at `key`.
-    pub(crate) fn lock_stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
-        self.shared.stripes[self.stripe_index(key)].lock()
-    }
-
-    /// The lock that serialises uses of the idempotency key stored at `key`.
-    /// Always taken before, never while holding, a subscriber stripe.
-    pub(crate) fn lock_idempotency_stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
-        self.shared.idempotency_stripes[self.stripe_index(key)].lock()
-    }
-
-    fn stripe_index(&self, key: &[u8]) -> usize {
-        let mut h = self.shared.stripe_hasher.build_hasher();
-        h.write(key);
-        (h.finish() % STRIPES as u64) as usize
-    }
-
     /// The current time by the store's clock (the one its timestamps use).
     pub fn now(&self) -> Timestamp {
-        self.shared.clock.now()
+        self.shared.writes.now()
     }
 
-    pub(crate) fn idempotency_ttl(&self) -> std::time::Duration {
-        self.shared.idempotency_ttl
-    }
-
-    pub(crate) fn next_expiry(&self) -> &std::sync::atomic::AtomicU64 {
-        &self.shared.next_expiry
+    pub(crate) fn writes(&self) -> &Writes {
+        &self.shared.writes
     }
 
     pub(crate) fn bootstrap_lock(&self) -> MutexGuard<'_, ()> {
         self.shared.bootstrap.lock()
-    }
-}
-
-/// What a write needs before it takes any lock.
-#[derive(Debug)]
-pub(crate) struct Prepared {
-    pub doc_key: Vec<u8>,
-    pub fresh_id: ObjectId,
-}
-
-pub(crate) fn read(engine: &Engine, key: &[u8]) -> Result<Option<Subscriber>> {
-    match engine.trees.subscribers.get(key)? {
-        Some(bytes) => layout::decode(&bytes).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// Opens sled as `config` says, checks the store's identity, and in durable
-/// mode syncs once so nothing an earlier process left unsynced is reported
-/// as done.
-fn open_engine(config: &Config) -> Result<Engine> {
-    let mut sled_config = sled::Config::new()
-        .segment_size(layout::SEGMENT_SIZE)
-        .cache_capacity(config.cache_bytes);
-    sled_config = match &config.path {
-        Some(path) => sled_config.path(path),
-        None => sled_config.temporary(true),
-    };
-    let relaxed = config.durability == Durability::Relaxed;
-    // sled's own flusher syncs only its log file: relaxed mode runs the
-    // store's round (which also syncs sled's other files and directories)
-    // on a thread instead.
-    sled_config = sled_config.flush_every_ms(None);
-    let db = open_waiting_for_lock(&sled_config)?;
-    let trees = Trees::open(&db)?;
-    if let Some(path) = &config.path {
-        check_identity(&db, &trees.meta, path)?;
-    }
-    // Before anything is served: finish the writes a crash cut short.
-    let journal = crate::journal::recover(&trees)?;
-    let barrier = match &config.path {
-        Some(path) => {
-            let syncer = Syncer::new(db.clone(), path)?;
-            // Whatever an earlier process left in the page cache is made
-            // durable before anything is read and reported as done; the
-            // files and directory entries sled may have just created too.
-            syncer.sync()?;
-            if relaxed {
-                WriteBarrier::periodic(syncer, config.flush_interval.max(Duration::from_millis(1)))?
-            } else {
-                WriteBarrier::group_commit(syncer)?
-            }
-        }
-        None => WriteBarrier::Immediate,
-    };
-    Ok(Engine {
-        trees,
-        barrier,
-        journal,
-        db,
-        failure: std::sync::OnceLock::new(),
-    })
-}
-
-/// A flush of everything committed, whatever the mode (none for a
-/// temporary store).
-fn sync_engine(engine: &Engine, config: &Config) -> Result<()> {
-    match (engine.barrier.syncer(), &config.path) {
-        (Some(syncer), _) => syncer.sync(),
-        (None, Some(path)) => Syncer::new(engine.db.clone(), path)?.sync(),
-        (None, None) => Ok(()),
-    }
-}
-
-/// Proves a reopened database can write: a small durable write.
-fn probe(engine: &Engine, config: &Config) -> Result<()> {
-    let now = config.clock.now().as_millis().to_be_bytes();
-    engine.trees.meta.insert(layout::PROBE_KEY, &now[..])?;
-    sync_engine(engine, config)
-}
-
-/// Refuses a database that lost the identity its directory says it holds;
-/// gives a new store its identity (in sled first, durably, then the file).
-fn check_identity(db: &sled::Db, meta: &sled::Tree, dir: &std::path::Path) -> Result<()> {
-    let marker = dir.join(layout::IDENTITY_FILE);
-    let in_db = meta.get(layout::STORE_ID_KEY)?;
-    let in_file = match std::fs::read(&marker) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e.into()),
-    };
-    match (in_db, in_file) {
-        (Some(id), Some(named)) if *id == *named => Ok(()),
-        (Some(_), Some(_)) => Err(Error::Corrupt(format!(
-            "the database in {} is not the store {} names",
-            dir.display(),
-            marker.display()
-        ))),
-        (None, Some(_)) => Err(Error::Corrupt(format!(
-            "the database in {} is damaged or missing: it opened empty, but {} shows it held a store; \
-             restore the directory from a backup, or move it away to start afresh",
-            dir.display(),
-            marker.display()
-        ))),
-        (Some(id), None) => write_durably(dir, &marker, &id),
-        (None, None) => {
-            let mut id = [0u8; 16];
-            crate::id::fill_random(&mut id)?;
-            meta.insert(layout::STORE_ID_KEY, &id[..])?;
-            Syncer::new(db.clone(), dir)?.sync()?;
-            write_durably(dir, &marker, &id)
-        }
-    }
-}
-
-/// Writes a small file so that it is either absent or whole after a crash.
-fn write_durably(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let temporary = path.with_extension("tmp");
-    let mut file = File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
-/// sled releases its directory lock only when its last background I/O task
-/// ends, a moment after the last handle is dropped; reopening in the same
-/// process can race that, so a held lock is retried for up to two seconds.
-fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        match config.open() {
-            // sled reports a held lock as an `Other` I/O error with this text.
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other.map_err(Error::from),
-        }
-    }
-}
-
-/// The pure part of a write: what the document becomes and what to store.
-/// `now` is raised to the latest time already in the document, so a write
-/// never moves its times backwards.
-pub(crate) fn decide(
-    command: Command,
-    current: Option<Subscriber>,
-    expected: Option<&Precondition>,
-    tenant: &Tenant,
-    now: Timestamp,
-    fresh_id: ObjectId,
-) -> Result<(Subscriber, Change)> {
-    let now = current.as_ref().map_or(now, |doc| doc.write_time(now));
-    let current_version = current.as_ref().map(|d| d.version);
-    let check_version = || match expected {
-        Some(expected) if !expected.holds(current_version) => Err(Error::VersionConflict {
-            expected: expected.clone(),
-            current: current_version,
-        }),
-        _ => Ok(()),
-    };
-    match command {
-        Command::Upsert {
-            input,
-            fail_if_exists,
-        } => {
-            check_version()?;
-            if let (true, Some(current)) = (fail_if_exists, current_version) {
-                return Err(Error::AlreadyExists { current });
-            }
-            let doc = input.apply(current, tenant, now, fresh_id);
-            let bytes = layout::encode(&doc)?;
-            Ok((doc, Change::Put(bytes)))
-        }
-        Command::SetOnline { online, .. } => {
-            let mut doc = current.ok_or(Error::NotFound(Entity::Subscriber))?;
-            check_version()?;
-            presence::set_online(&mut doc, online, now);
-            let bytes = layout::encode(&doc)?;
-            Ok((doc, Change::Put(bytes)))
-        }
-        Command::Delete { .. } => {
-            let doc = current.ok_or(Error::NotFound(Entity::Subscriber))?;
-            check_version()?;
-            Ok((doc, Change::Remove))
-        }
     }
 }

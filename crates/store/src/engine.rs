@@ -1,0 +1,175 @@
+//! [`Engine`]: one open sled database and what writes to it (its trees,
+//! durability barrier and journal), opened, checked and recovered as a
+//! whole, and replaced as a whole when the store reopens after a storage
+//! failure.
+
+use std::fs::File;
+use std::time::Duration;
+
+use crate::config::{Config, Durability};
+use crate::durability::{Syncer, WriteBarrier};
+use crate::error::{Error, Result};
+use crate::layout::{self, Trees};
+use crate::subscriber::Subscriber;
+
+/// One open sled database and what writes to it: replaced as a whole when
+/// the store reopens after a storage failure.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub trees: Trees,
+    pub barrier: WriteBarrier,
+    pub journal: crate::journal::Journal,
+    pub db: sled::Db,
+    /// Set once a storage failure was seen: sled 0.34 keeps an I/O error for
+    /// good, and after a failed fdatasync nothing written since can be trusted.
+    /// The first failure wins; read without a lock on every operation.
+    pub failure: std::sync::OnceLock<String>,
+}
+
+impl Engine {
+    /// Records a storage failure `result` carries: the next operation
+    /// reopens the database.
+    pub(crate) fn note<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(Error::Storage(reason)) = &result {
+            // Only the first failure is kept; later ones are its echoes.
+            let _ = self.failure.set(reason.clone());
+        }
+        result
+    }
+}
+
+pub(crate) fn read(engine: &Engine, key: &[u8]) -> Result<Option<Subscriber>> {
+    match engine.trees.subscribers.get(key)? {
+        Some(bytes) => layout::decode(&bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Opens sled as `config` says, checks the store's identity, and in durable
+/// mode syncs once so nothing an earlier process left unsynced is reported
+/// as done.
+pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
+    let mut sled_config = sled::Config::new()
+        .segment_size(layout::SEGMENT_SIZE)
+        .cache_capacity(config.cache_bytes);
+    sled_config = match &config.path {
+        Some(path) => sled_config.path(path),
+        None => sled_config.temporary(true),
+    };
+    let relaxed = config.durability == Durability::Relaxed;
+    // sled's own flusher syncs only its log file: relaxed mode runs the
+    // store's round (which also syncs sled's other files and directories)
+    // on a thread instead.
+    sled_config = sled_config.flush_every_ms(None);
+    let db = open_waiting_for_lock(&sled_config)?;
+    let trees = Trees::open(&db)?;
+    if let Some(path) = &config.path {
+        check_identity(&db, &trees.meta, path)?;
+    }
+    // Before anything is served: finish the writes a crash cut short.
+    let journal = crate::journal::recover(&trees)?;
+    let barrier = match &config.path {
+        Some(path) => {
+            let syncer = Syncer::new(db.clone(), path)?;
+            // Whatever an earlier process left in the page cache is made
+            // durable before anything is read and reported as done; the
+            // files and directory entries sled may have just created too.
+            syncer.sync()?;
+            if relaxed {
+                WriteBarrier::periodic(syncer, config.flush_interval.max(Duration::from_millis(1)))?
+            } else {
+                WriteBarrier::group_commit(syncer)?
+            }
+        }
+        None => WriteBarrier::Immediate,
+    };
+    Ok(Engine {
+        trees,
+        barrier,
+        journal,
+        db,
+        failure: std::sync::OnceLock::new(),
+    })
+}
+
+/// A flush of everything committed, whatever the mode (none for a
+/// temporary store).
+pub(crate) fn sync_engine(engine: &Engine, config: &Config) -> Result<()> {
+    match (engine.barrier.syncer(), &config.path) {
+        (Some(syncer), _) => syncer.sync(),
+        (None, Some(path)) => Syncer::new(engine.db.clone(), path)?.sync(),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Proves a reopened database can write: a small durable write.
+pub(crate) fn probe(engine: &Engine, config: &Config) -> Result<()> {
+    let now = config.clock.now().as_millis().to_be_bytes();
+    engine.trees.meta.insert(layout::PROBE_KEY, &now[..])?;
+    sync_engine(engine, config)
+}
+
+/// Refuses a database that lost the identity its directory says it holds;
+/// gives a new store its identity (in sled first, durably, then the file).
+fn check_identity(db: &sled::Db, meta: &sled::Tree, dir: &std::path::Path) -> Result<()> {
+    let marker = dir.join(layout::IDENTITY_FILE);
+    let in_db = meta.get(layout::STORE_ID_KEY)?;
+    let in_file = match std::fs::read(&marker) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    match (in_db, in_file) {
+        (Some(id), Some(named)) if *id == *named => Ok(()),
+        (Some(_), Some(_)) => Err(Error::Corrupt(format!(
+            "the database in {} is not the store {} names",
+            dir.display(),
+            marker.display()
+        ))),
+        (None, Some(_)) => Err(Error::Corrupt(format!(
+            "the database in {} is damaged or missing: it opened empty, but {} shows it held a store; \
+             restore the directory from a backup, or move it away to start afresh",
+            dir.display(),
+            marker.display()
+        ))),
+        (Some(id), None) => write_durably(dir, &marker, &id),
+        (None, None) => {
+            let mut id = [0u8; 16];
+            crate::id::fill_random(&mut id)?;
+            meta.insert(layout::STORE_ID_KEY, &id[..])?;
+            Syncer::new(db.clone(), dir)?.sync()?;
+            write_durably(dir, &marker, &id)
+        }
+    }
+}
+
+/// Writes a small file so that it is either absent or whole after a crash.
+fn write_durably(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// sled releases its directory lock only when its last background I/O task
+/// ends, a moment after the last handle is dropped; reopening in the same
+/// process can race that, so a held lock is retried for up to two seconds.
+fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            // sled reports a held lock as an `Other` I/O error with this text.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.map_err(Error::from),
+        }
+    }
+}
