@@ -3,8 +3,6 @@
 //! recorded outcome, with another request are refused. The record commits in
 //! the same sled transaction as the write it describes.
 
-use sha2::{Digest, Sha256};
-
 use crate::clock::Timestamp;
 use crate::command::Command;
 pub use crate::error::KeyProblem;
@@ -103,13 +101,7 @@ impl Idempotency {
         if let Some(given) = self.fingerprint {
             return Ok(given);
         }
-        let config = bincode::config::standard();
-        let mut h = Sha256::new();
-        h.update(b"subscriber-store command v2\0");
-        let bytes = bincode::encode_to_vec((command, expected), config)
-            .map_err(|e| Error::Storage(format!("cannot encode command: {e}")))?;
-        h.update(bytes);
-        Ok(h.finalize().into())
+        layout::command_fingerprint(&(command, expected))
     }
 }
 

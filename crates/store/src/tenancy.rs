@@ -2,8 +2,6 @@
 //! SHA-256 digest of its secret; resolving one yields the [`Tenant`] that
 //! scopes every subscriber operation.
 
-use sha2::{Digest, Sha256};
-
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
@@ -105,8 +103,4 @@ pub(crate) fn validate_name(field: &str, name: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-pub(crate) fn digest(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
 }

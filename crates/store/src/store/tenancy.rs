@@ -5,9 +5,7 @@ use crate::error::{Entity, Error, Result};
 use crate::id::{ObjectId, fill_random, hex};
 use crate::layout;
 use crate::store::{Engine, Store};
-use crate::tenancy::{
-    ApiKeyInfo, Environment, IssuedKey, Organization, Tenant, digest, validate_name,
-};
+use crate::tenancy::{ApiKeyInfo, Environment, IssuedKey, Organization, Tenant, validate_name};
 
 impl Store {
     /// Makes the tenancy change just committed in memory durable, whatever
@@ -40,7 +38,7 @@ impl Store {
         engine
             .trees
             .organizations
-            .insert(org.id.as_bytes(), layout::encode(&org)?)?;
+            .insert(layout::organization_key(org.id), layout::encode(&org)?)?;
         self.persist_tenancy(&engine)?;
         Ok(org)
     }
@@ -54,7 +52,10 @@ impl Store {
         validate_name("name", name)?;
         let engine = self.engine()?;
         let trees = &engine.trees;
-        if !trees.organizations.contains_key(organization.as_bytes())? {
+        if !trees
+            .organizations
+            .contains_key(layout::organization_key(organization))?
+        {
             return Err(Error::NotFound(Entity::Organization));
         }
         let now = self.now();
@@ -66,7 +67,7 @@ impl Store {
         };
         trees
             .environments
-            .insert(env.id.as_bytes(), layout::encode(&env)?)?;
+            .insert(layout::environment_key(env.id), layout::encode(&env)?)?;
         self.persist_tenancy(&engine)?;
         Ok(env)
     }
@@ -104,7 +105,12 @@ impl Store {
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Storage`], [`Error::Corrupt`].
     pub fn environment(&self, id: ObjectId) -> Result<Environment> {
-        match self.engine()?.trees.environments.get(id.as_bytes())? {
+        match self
+            .engine()?
+            .trees
+            .environments
+            .get(layout::environment_key(id))?
+        {
             Some(bytes) => layout::decode(&bytes),
             None => Err(Error::NotFound(Entity::Environment)),
         }
@@ -147,7 +153,7 @@ impl Store {
         engine
             .trees
             .api_keys
-            .insert(digest(secret), layout::encode(&info)?)?;
+            .insert(layout::api_key_key(secret), layout::encode(&info)?)?;
         self.persist_tenancy(&engine)?;
         Ok(info)
     }
@@ -168,7 +174,12 @@ impl Store {
             ));
         }
         let env = self.environment(environment)?;
-        if let Some(bytes) = self.engine()?.trees.api_keys.get(digest(secret))? {
+        if let Some(bytes) = self
+            .engine()?
+            .trees
+            .api_keys
+            .get(layout::api_key_key(secret))?
+        {
             let info: ApiKeyInfo = layout::decode(&bytes)?;
             if info.environment_id != env.id {
                 return Err(Error::invalid(
@@ -198,7 +209,12 @@ impl Store {
     /// [`Error::NotFound`] (`ApiKey`) for an unknown or revoked key;
     /// [`Error::Storage`], [`Error::Corrupt`].
     pub fn resolve_key(&self, secret: &str) -> Result<Tenant> {
-        match self.engine()?.trees.api_keys.get(digest(secret))? {
+        match self
+            .engine()?
+            .trees
+            .api_keys
+            .get(layout::api_key_key(secret))?
+        {
             Some(bytes) => {
                 let info: ApiKeyInfo = layout::decode(&bytes)?;
                 Ok(Tenant {
