@@ -8,24 +8,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
-use common::{Server, binary};
-
-/// `subscriberd keys ARGS... --data DIR`, which must succeed; its stdout.
-fn keys(data: &Path, args: &[&str]) -> String {
-    let out = binary()
-        .arg("keys")
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .output()
-        .expect("run subscriberd keys");
-    assert!(
-        out.status.success(),
-        "keys {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
+use common::{Server, keys};
 
 /// A new key, through the running server (sled's lock keeps the command
 /// from opening the store itself).

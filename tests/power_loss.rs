@@ -16,11 +16,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::load::{self, Load};
-use common::{Server, binary};
+use common::{Server, keys};
 use powercut::Mount;
 
 const FLUSH_INTERVAL_MS: u64 = 200;
@@ -180,22 +180,6 @@ fn relaxed_mode_loses_recent_writes_on_power_loss_and_only_those() {
         oldest <= window,
         "relaxed mode lost a write acknowledged {oldest:?} before the cut (window {window:?})"
     );
-}
-
-fn keys(data: &Path, args: &[&str]) -> String {
-    let out = binary()
-        .arg("keys")
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .output()
-        .expect("run subscriberd keys");
-    assert!(
-        out.status.success(),
-        "keys {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
 }
 
 fn status_with(server: &Server, secret: &str) -> u16 {

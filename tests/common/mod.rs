@@ -295,3 +295,20 @@ impl KeepAlive {
         }
     }
 }
+
+/// `subscriberd keys ARGS... --data DIR`, which must succeed; its stdout.
+pub fn keys(data: &Path, args: &[&str]) -> String {
+    let out = binary()
+        .arg("keys")
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .expect("run subscriberd keys");
+    assert!(
+        out.status.success(),
+        "keys {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}

@@ -94,6 +94,21 @@ impl<T> Durable<T> {
         self.finish(result)
     }
 
+    /// The same write, its value mapped (a failure of `f` drops it).
+    pub(crate) fn try_map<U>(self, f: impl FnOnce(T) -> Result<U>) -> Result<Durable<U>> {
+        let Durable {
+            value,
+            pending,
+            engine,
+        } = self;
+        let value = value.map(f).transpose()?;
+        Ok(Durable {
+            value,
+            pending,
+            engine,
+        })
+    }
+
     fn finish(&mut self, result: Result<()>) -> Result<T> {
         self.engine.note(result)?;
         self.value
@@ -312,21 +327,10 @@ impl Store {
         command: Command,
         expected: Option<Precondition>,
     ) -> Result<Durable<Subscriber>> {
-        let prepared = self.prepare(tenant, &command)?;
-        let engine = self.engine()?;
-        let result = write(
-            &self.shared.writes,
-            &engine,
-            tenant,
-            command,
-            expected.as_ref(),
-            &prepared,
-            None,
-        );
-        let (executed, pending) = self.noted(&engine, result)?;
-        // A plain write's outcome is its document: rejections came back above.
-        let doc = executed.outcome?;
-        Ok(Durable::new(doc, pending, engine))
+        // A plain write's outcome is its document: rejections come back as
+        // the error of `submit`.
+        self.submit(tenant, command, expected, None)?
+            .try_map(|executed| executed.outcome)
     }
 
     /// Any write, with or without an idempotency key: the one call an
