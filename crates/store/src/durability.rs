@@ -142,6 +142,20 @@ impl WatchedDir {
     }
 }
 
+/// Writes a small file (in `dir`) so that it is either absent or whole
+/// after a crash: a temporary file, synced, renamed over, and the
+/// directory synced.
+pub(crate) fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
 /// A write's place in the order of in-memory commits: it is durable once a
 /// round that read `committed` at or past it has succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -3,11 +3,10 @@
 //! whole, and replaced as a whole when the store reopens after a storage
 //! failure.
 
-use std::fs::File;
 use std::time::Duration;
 
 use crate::config::{Config, Durability};
-use crate::durability::{Syncer, WriteBarrier};
+use crate::durability::{Syncer, WriteBarrier, write_durably};
 use crate::error::{Error, Result};
 use crate::layout::{self, Trees};
 use crate::subscriber::Subscriber;
@@ -141,18 +140,6 @@ fn check_identity(db: &sled::Db, meta: &sled::Tree, dir: &std::path::Path) -> Re
             write_durably(dir, &marker, &id)
         }
     }
-}
-
-/// Writes a small file so that it is either absent or whole after a crash.
-fn write_durably(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let temporary = path.with_extension("tmp");
-    let mut file = File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 /// sled releases its directory lock only when its last background I/O task
