@@ -1,7 +1,8 @@
 //! Exactly-once writes (SPEC section 6): a write that carries an idempotency
 //! key executes once; later uses of the key with the same request replay the
-//! recorded outcome, with another request are refused. The record commits in
-//! the same sled transaction as the write it describes.
+//! recorded outcome, with another request are refused. The record and the
+//! write it describes are never one without the other after a crash (the
+//! redo journal, `journal.rs`).
 
 use crate::clock::Timestamp;
 use crate::command::Command;

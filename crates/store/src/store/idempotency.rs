@@ -16,8 +16,8 @@ impl Store {
     ///
     /// - First use of the key (or after its record expired): executes like
     ///   [`Store::execute`] and records the outcome (the document, or the
-    ///   `NotFound`/`VersionConflict`/`AlreadyExists` it executed to) in the
-    ///   same sled transaction as the write.
+    ///   `NotFound`/`VersionConflict`/`AlreadyExists` it executed to); after
+    ///   a crash the record and the write are both there or both absent.
     /// - Same key, same request: returns the recorded outcome with
     ///   `replayed: true`; nothing is written. In durable mode it returns
     ///   only once the record is on disk.
