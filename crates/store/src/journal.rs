@@ -121,29 +121,39 @@ impl Journal {
         Seq(seq)
     }
 
-    /// The write made all its changes. Every [`MARK_EVERY`] writes, the
-    /// low-watermark is written to `meta` (an overwrite of one key).
-    pub(crate) fn end(&self, seq: Seq, trees: &Trees) -> Result<()> {
+    /// The write made all its changes (call it once its locks are
+    /// released). Every [`MARK_EVERY`] writes, the low-watermark is written
+    /// to `meta` (an overwrite of one key) and the entries below it go. That
+    /// is housekeeping: if it fails, the next one retries it, and the
+    /// write's own storage trouble (if any) shows on its next operation.
+    pub(crate) fn end(&self, seq: Seq, trees: &Trees) {
         self.in_flight.lock().remove(&seq.0);
         if self.ended.fetch_add(1, Ordering::Relaxed) % MARK_EVERY != MARK_EVERY - 1 {
-            return Ok(());
+            return;
         }
         // One writer at a time trims; another that comes meanwhile skips.
         let Some(mut trimmed) = self.trimmed.try_lock() else {
-            return Ok(());
+            return;
         };
+        if let Ok(mark) = self.trim(trees, *trimmed) {
+            *trimmed = mark;
+        }
+    }
+
+    /// Writes the low-watermark, removes the entries from `from` up to it,
+    /// and returns it.
+    fn trim(&self, trees: &Trees, from: u64) -> Result<u64> {
         let mark = self.low_watermark();
         // The mark first: should a crash keep it but not the removals, the
         // entries left below it are removed by the next trim.
         trees
             .meta
             .insert(layout::JOURNAL_MARK_KEY, &layout::journal_key(mark)[..])?;
-        let below = layout::journal_key(*trimmed)..layout::journal_key(mark);
+        let below = layout::journal_key(from)..layout::journal_key(mark);
         for item in trees.journal.range(below) {
             trees.journal.remove(item?.0)?;
         }
-        *trimmed = mark;
-        Ok(())
+        Ok(mark)
     }
 
     /// Every write below this has made all its changes.

@@ -161,6 +161,7 @@ pub(crate) fn write(
     let trees = &engine.trees;
     let Some(once) = once else {
         let (doc, change) = decided?;
+        let mut ended = None;
         match change {
             Change::Put(bytes) => {
                 trees.subscribers.insert(&prepared.doc_key, bytes)?;
@@ -179,11 +180,14 @@ pub(crate) fn write(
                 let seq = engine.journal.begin();
                 trees.journal.insert(seq.key(), entry)?;
                 trees.subscribers.remove(&prepared.doc_key)?;
-                engine.journal.end(seq, trees)?;
+                ended = Some(seq);
             }
         }
         let ticket = engine.barrier.ticket();
         drop(doc_lock);
+        if let Some(seq) = ended {
+            engine.journal.end(seq, trees);
+        }
         let executed = Executed {
             outcome: Ok(doc),
             replayed: false,
@@ -242,7 +246,6 @@ pub(crate) fn write(
         }
         None => {}
     }
-    engine.journal.end(seq, trees)?;
     // Taken before the locks are released: a replay that finds the record
     // waits for this ticket too.
     let ticket = engine.barrier.ticket();
@@ -251,6 +254,7 @@ pub(crate) fn write(
         .fetch_min(expires_at.as_millis(), Ordering::Relaxed);
     drop(doc_lock);
     drop(key_lock);
+    engine.journal.end(seq, trees);
 
     // Purging is housekeeping: its failure must not fail a committed write,
     // and the next write (or `purge_expired`) retries it.
