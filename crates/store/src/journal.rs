@@ -25,11 +25,13 @@
 //! was not yet durable), and its record now matches it, so a retry replays
 //! it.
 //!
-//! Entries below the low-watermark are no longer needed: the write that
-//! moves the watermark removes them.
+//! The journal is a ring of [`RING`] slots, overwritten in turn: an entry
+//! below the low-watermark is no longer needed, and a slot is reused only
+//! once its previous entry is below a watermark already written.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -53,6 +55,8 @@ pub(crate) enum Step {
 /// One journal entry.
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub(crate) struct JournalEntry {
+    /// The write's sequence number (its slot is this modulo [`RING`]).
+    pub seq: u64,
     pub step: Step,
     pub doc_key: Vec<u8>,
     /// Empty for a delete without an idempotency key.
@@ -74,19 +78,28 @@ impl JournalEntry {
     }
 }
 
-/// Every this many writes, one writes the low-watermark and removes the
-/// entries below it.
+/// Every this many writes, one writes the low-watermark.
 const MARK_EVERY: u64 = 256;
 
-/// The journal's in-memory side: the next sequence number and the writes
-/// still making their changes.
+/// The journal is a ring of this many slots: write `seq` overwrites slot
+/// `seq % RING` (an overwrite costs sled about a quarter of a new key, and
+/// nothing has to be removed), once the write that held the slot is below a
+/// watermark already written: after a crash, a recovered overwrite implies
+/// a recovered watermark that no longer needs what it overwrote.
+pub(crate) const RING: u64 = 65_536;
+
+/// The journal's in-memory side: the next sequence number, the writes still
+/// making their changes, and the last watermark written.
 #[derive(Debug)]
 pub(crate) struct Journal {
     next: AtomicU64,
     in_flight: Mutex<BTreeSet<u64>>,
     ended: AtomicU64,
-    /// Entries below this are removed; held by the writer trimming.
-    trimmed: Mutex<u64>,
+    /// The last watermark inserted into `meta` (every write below it had
+    /// made all its changes before that insert).
+    written_mark: AtomicU64,
+    /// Serialises the watermark writes.
+    marking: Mutex<()>,
 }
 
 /// A write's place in the journal; [`Journal::end`] it once all its changes
@@ -97,8 +110,13 @@ pub(crate) struct Journal {
 pub(crate) struct Seq(u64);
 
 impl Seq {
+    /// Its slot's key in the `journal` tree.
     pub(crate) fn key(&self) -> [u8; 8] {
-        layout::journal_key(self.0)
+        layout::journal_key(self.0 % RING)
+    }
+
+    pub(crate) fn number(&self) -> u64 {
+        self.0
     }
 }
 
@@ -108,52 +126,76 @@ impl Journal {
             next: AtomicU64::new(next),
             in_flight: Mutex::new(BTreeSet::new()),
             ended: AtomicU64::new(0),
-            trimmed: Mutex::new(0),
+            written_mark: AtomicU64::new(next),
+            marking: Mutex::new(()),
         }
     }
 
     /// Call under the document's lock: sequence numbers of one document
-    /// follow the order of its writes.
-    pub(crate) fn begin(&self) -> Seq {
-        let mut in_flight = self.in_flight.lock();
-        let seq = self.next.fetch_add(1, Ordering::SeqCst);
-        in_flight.insert(seq);
-        Seq(seq)
+    /// follow the order of its writes. Waits (writing the watermark) in the
+    /// rare case the slot's previous write is not yet below a written one.
+    pub(crate) fn begin(&self, trees: &Trees) -> Result<Seq> {
+        let seq = {
+            let mut in_flight = self.in_flight.lock();
+            let seq = self.next.fetch_add(1, Ordering::SeqCst);
+            in_flight.insert(seq);
+            seq
+        };
+        let mut deadline = None;
+        while seq
+            >= self
+                .written_mark
+                .load(Ordering::SeqCst)
+                .saturating_add(RING)
+        {
+            self.write_mark(trees)?;
+            if seq
+                < self
+                    .written_mark
+                    .load(Ordering::SeqCst)
+                    .saturating_add(RING)
+            {
+                break;
+            }
+            // A write a whole ring behind is still making its changes, or
+            // failed half-way (a storage error, which reopens the engine):
+            // give it a moment, then fail this write too.
+            let limit = *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(5));
+            if Instant::now() > limit {
+                self.in_flight.lock().remove(&seq);
+                return Err(Error::Storage(
+                    "the journal cannot move on: a write a whole ring back never finished".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(Seq(seq))
     }
 
     /// The write made all its changes (call it once its locks are
     /// released). Every [`MARK_EVERY`] writes, the low-watermark is written
-    /// to `meta` (an overwrite of one key) and the entries below it go. That
-    /// is housekeeping: if it fails, the next one retries it, and the
-    /// write's own storage trouble (if any) shows on its next operation.
+    /// to `meta` (an overwrite of one key). That is housekeeping: if it
+    /// fails, the next one retries it, and the storage trouble shows on the
+    /// next operation that needs the disk.
     pub(crate) fn end(&self, seq: Seq, trees: &Trees) {
         self.in_flight.lock().remove(&seq.0);
-        if self.ended.fetch_add(1, Ordering::Relaxed) % MARK_EVERY != MARK_EVERY - 1 {
-            return;
-        }
-        // One writer at a time trims; another that comes meanwhile skips.
-        let Some(mut trimmed) = self.trimmed.try_lock() else {
-            return;
-        };
-        if let Ok(mark) = self.trim(trees, *trimmed) {
-            *trimmed = mark;
+        if self.ended.fetch_add(1, Ordering::Relaxed) % MARK_EVERY == MARK_EVERY - 1 {
+            let _ = self.write_mark(trees);
         }
     }
 
-    /// Writes the low-watermark, removes the entries from `from` up to it,
-    /// and returns it.
-    fn trim(&self, trees: &Trees, from: u64) -> Result<u64> {
+    /// Writes the low-watermark to `meta`.
+    fn write_mark(&self, trees: &Trees) -> Result<()> {
+        let _one = self.marking.lock();
         let mark = self.low_watermark();
-        // The mark first: should a crash keep it but not the removals, the
-        // entries left below it are removed by the next trim.
+        if mark <= self.written_mark.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         trees
             .meta
             .insert(layout::JOURNAL_MARK_KEY, &layout::journal_key(mark)[..])?;
-        let below = layout::journal_key(from)..layout::journal_key(mark);
-        for item in trees.journal.range(below) {
-            trees.journal.remove(item?.0)?;
-        }
-        Ok(mark)
+        self.written_mark.store(mark, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Every write below this has made all its changes.
@@ -174,22 +216,23 @@ pub(crate) fn recover(trees: &Trees) -> Result<Journal> {
         None => 0,
     };
     let mut next = mark;
-    for item in trees.journal.range(layout::journal_key(mark)..) {
-        let (key, bytes) = item?;
-        let seq = layout::journal_seq(&key)?;
-        redo(trees, &JournalEntry::decode(&bytes)?)?;
-        next = next.max(seq.saturating_add(1));
+    let mut pending = Vec::new();
+    for item in trees.journal.iter() {
+        let entry = JournalEntry::decode(&item?.1)?;
+        next = next.max(entry.seq.saturating_add(1));
+        if entry.seq >= mark {
+            pending.push(entry);
+        }
     }
-    // Every entry is redone or below the mark: the journal starts empty.
+    pending.sort_by_key(|entry| entry.seq);
+    for entry in &pending {
+        redo(trees, entry)?;
+    }
+    // Every entry is redone or below the mark.
     trees
         .meta
         .insert(layout::JOURNAL_MARK_KEY, &layout::journal_key(next)[..])?;
-    for item in trees.journal.iter() {
-        trees.journal.remove(item?.0)?;
-    }
-    let journal = Journal::starting_at(next);
-    *journal.trimmed.lock() = next;
-    Ok(journal)
+    Ok(Journal::starting_at(next))
 }
 
 fn redo(trees: &Trees, entry: &JournalEntry) -> Result<()> {
@@ -287,6 +330,7 @@ mod tests {
     fn journalled_put(trees: &Trees, seq: u64, record_key: &[u8], doc: &Subscriber) {
         let at = Timestamp::from_millis(seq);
         let entry = JournalEntry {
+            seq,
             step: Step::Put,
             doc_key: b"u".to_vec(),
             record_key: record_key.to_vec(),
@@ -295,7 +339,10 @@ mod tests {
         };
         trees
             .journal
-            .insert(layout::journal_key(seq), entry.encode().expect("entry"))
+            .insert(
+                layout::journal_key(seq % RING),
+                entry.encode().expect("entry"),
+            )
             .expect("journal");
         let record = IdempotencyRecord {
             fingerprint: [0; 32],
@@ -329,8 +376,11 @@ mod tests {
         journalled_put(&trees, 0, b"k1", &v1); // the crash came before the change
         let journal = recover(&trees).expect("recover");
         assert_eq!(current(&trees), Some(v1));
-        assert!(trees.journal.is_empty(), "every entry redone and removed");
-        assert_eq!(journal.low_watermark(), 1);
+        assert_eq!(
+            journal.low_watermark(),
+            1,
+            "numbering goes on after the redone entry"
+        );
         assert_eq!(
             trees.idempotency_expiry.len(),
             1,
@@ -364,10 +414,37 @@ mod tests {
         assert_eq!(current(&trees), None);
     }
 
+    #[test]
+    fn the_ring_wraps_once_the_watermark_passes_and_a_stuck_write_fails_the_next_lap() {
+        let trees = trees();
+        let journal = recover(&trees).expect("recover");
+        // Three laps of writes that end: slots are reused without waiting.
+        for _ in 0..3 * RING {
+            let seq = journal.begin(&trees).expect("begin");
+            journal.end(seq, &trees);
+        }
+        assert!(journal.written_mark.load(Ordering::SeqCst) >= 3 * RING - MARK_EVERY);
+        // One write never ends: a lap later, its slot cannot be taken.
+        let stuck = journal.begin(&trees).expect("begin");
+        for _ in 1..RING {
+            let seq = journal.begin(&trees).expect("begin");
+            journal.end(seq, &trees);
+        }
+        let started = std::time::Instant::now();
+        assert!(matches!(journal.begin(&trees), Err(Error::Storage(_))));
+        assert!(started.elapsed() >= Duration::from_secs(5));
+        journal.end(stuck, &trees);
+        let seq = journal
+            .begin(&trees)
+            .expect("the stuck write ended: the ring moves on");
+        journal.end(seq, &trees);
+    }
+
     fn trees_with_delete(recreate: bool) -> Trees {
         let trees = trees();
         journalled_put(&trees, 0, b"k1", &doc(9, 1));
         let delete = JournalEntry {
+            seq: 1,
             step: Step::Remove(ObjectId::from_bytes([9; 12])),
             doc_key: b"u".to_vec(),
             record_key: Vec::new(),
@@ -391,6 +468,7 @@ mod tests {
     #[test]
     fn journal_entry_format_1_is_stable() {
         let entry = JournalEntry {
+            seq: 300,
             step: Step::Remove(ObjectId::from_bytes([4; 12])),
             doc_key: b"dk".to_vec(),
             record_key: b"rk".to_vec(),
@@ -399,7 +477,7 @@ mod tests {
         };
         let bytes = entry.encode().expect("encodes");
         let expected: Vec<u8> = [
-            &[1u8, 2][..],
+            &[1u8, 251, 44, 1, 2][..],
             &[4; 12],
             &[2, b'd', b'k'],
             &[2, b'r', b'k'],

@@ -169,7 +169,9 @@ pub(crate) fn write(
             Change::Remove => {
                 // Journalled, so that redoing an earlier idempotent write
                 // after a crash cannot bring the subscriber back.
+                let seq = engine.journal.begin(trees)?;
                 let entry = JournalEntry {
+                    seq: seq.number(),
                     step: Step::Remove(doc.id),
                     doc_key: prepared.doc_key.clone(),
                     record_key: Vec::new(),
@@ -177,7 +179,6 @@ pub(crate) fn write(
                     expires_at: now.saturating_add(store.idempotency_ttl),
                 }
                 .encode()?;
-                let seq = engine.journal.begin();
                 trees.journal.insert(seq.key(), entry)?;
                 trees.subscribers.remove(&prepared.doc_key)?;
                 ended = Some(seq);
@@ -217,7 +218,9 @@ pub(crate) fn write(
         outcome: recorded,
     };
     let record_bytes = record.encode()?;
+    let seq = engine.journal.begin(trees)?;
     let entry = JournalEntry {
+        seq: seq.number(),
         step,
         doc_key: prepared.doc_key.clone(),
         record_key: once.record_key.clone(),
@@ -228,7 +231,6 @@ pub(crate) fn write(
     // The intent, the record (and its expiry entry), the change: single-key
     // inserts in this order (journal.rs says why that is atomic after a
     // crash).
-    let seq = engine.journal.begin();
     fail::fail_point!("execute_once::before_commit");
     trees.journal.insert(seq.key(), entry)?;
     fail::fail_point!("execute_once::after_journal");
