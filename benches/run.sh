@@ -234,10 +234,11 @@ $redis
   rolled sled's IO buffer twice: a pwrite + sync_file_range, 2.4 per keyed
   write by strace); a redo journal keeps the record and the write together
   (ARCHITECTURE.md). What a keyed write still pays, by \`perf\` on the
-  embedded bench at 1 writer: three new keys per write in sled (journal
-  entry, record, expiry entry; a new key costs about 4x an overwrite in
-  sled 0.34, which copies the leaf: malloc/free/Vec::clone about 20% of the
-  profile) and the bytes they add to sled's log (pwrite about 12%).
+  embedded bench at 1 writer: two new keys per write in sled (the record
+  and its expiry entry; a new key costs about 4x an overwrite in sled 0.34,
+  which copies the leaf: malloc/free/Vec::clone about 20% of the profile),
+  two overwrites (the journal's ring slot and the document), and the bytes
+  they add to sled's log (pwrite about 12%).
 - Durable mode shares one flush + fdatasync among all waiting writers (the
   store's commit thread runs rounds back to back while anyone waits): the
   flushes per write fall as writers rise, and the gap to per-write flushing
