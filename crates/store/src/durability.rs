@@ -185,6 +185,18 @@ struct RoundState {
     wakers: Vec<(u64, Waker)>,
 }
 
+impl RoundState {
+    /// `Some` once the write with ticket `seq` is durable or cannot become so.
+    fn decided(&self, seq: u64) -> Option<Result<()>> {
+        if self.durable >= seq {
+            return Some(Ok(()));
+        }
+        self.failure
+            .as_ref()
+            .map(|error| Err(Error::Storage(format!("flush to disk failed: {error}"))))
+    }
+}
+
 /// Group commit: writers take tickets and wait (blocking, or as a future).
 /// A blocking waiter runs the next round itself when none is running
 /// (leader/follower, no handoff); for futures, the engine's commit thread
@@ -282,14 +294,9 @@ impl GroupCommit {
 
     /// `Some` once the write with ticket `seq` is durable or cannot become
     /// so; else asks the flusher for a round that covers it.
-    fn check(&self, state: &mut RoundState, seq: u64) -> Option<Result<()>> {
-        if state.durable >= seq {
-            return Some(Ok(()));
-        }
-        if let Some(error) = &state.failure {
-            return Some(Err(Error::Storage(format!(
-                "flush to disk failed: {error}"
-            ))));
+    fn decided_or_request(&self, state: &mut RoundState, seq: u64) -> Option<Result<()>> {
+        if let Some(result) = state.decided(seq) {
+            return Some(result);
         }
         if state.requested < seq {
             state.requested = seq;
@@ -323,11 +330,8 @@ impl Pending {
                 }
                 let mut state = shared.state.lock();
                 loop {
-                    if state.durable >= seq {
-                        return Ok(());
-                    }
-                    if let Some(error) = &state.failure {
-                        return Err(Error::Storage(format!("flush to disk failed: {error}")));
+                    if let Some(result) = state.decided(seq) {
+                        return result;
                     }
                     if state.flushing {
                         shared.done.wait(&mut state);
@@ -349,7 +353,7 @@ impl Pending {
                     return Poll::Ready(Ok(()));
                 }
                 let mut state = shared.state.lock();
-                if let Some(result) = shared.check(&mut state, *seq) {
+                if let Some(result) = shared.decided_or_request(&mut state, *seq) {
                     return Poll::Ready(result);
                 }
                 state.wakers.push((*seq, cx.waker().clone()));

@@ -392,8 +392,9 @@ impl Store {
     }
 
     /// Whether a write waits for the disk before it returns (durable mode on
-    /// a persistent store): callers on an async runtime should then run
-    /// writes where blocking is allowed.
+    /// a persistent store). Callers on an async runtime use
+    /// [`Store::submit`] or [`Store::commit`] and await the [`Durable`]
+    /// instead of blocking a worker.
     pub fn waits_for_disk(&self) -> bool {
         self.shared.config.path.is_some() && self.shared.config.durability == Durability::Durable
     }
