@@ -80,16 +80,6 @@ pub fn decode(bytes: &[u8]) -> Subscriber {
         .0
 }
 
-/// The presence write's change, applied by the raw peers.
-pub fn set_online(doc: &mut Subscriber, online: bool, now: Timestamp) {
-    if !online && doc.is_online != Some(false) {
-        doc.last_online_at = Some(now);
-    }
-    doc.is_online = Some(online);
-    doc.updated_at = now;
-    doc.version = Version(doc.version.0 + 1);
-}
-
 /// What one measurement produced.
 #[derive(Debug, Clone, Default)]
 pub struct Run {

@@ -4,7 +4,9 @@
 
 use hyper::StatusCode;
 use serde_json::{Map, Value, json};
-use subscriber_store::{Entity, Error, KeyProblem, Precondition, Timestamp};
+use subscriber_store::{
+    Entity, Error, Field, InputProblem, KeyProblem, PROVIDER_IDS, Precondition, Timestamp,
+};
 
 /// An answer in the error shape, before it is rendered.
 #[derive(Debug, Clone)]
@@ -109,8 +111,51 @@ pub(crate) fn field_error(messages: &[&str], value: Option<&Value>) -> Value {
     Value::Object(entry)
 }
 
-/// The status and message a store error is answered with.
-pub(crate) fn from_store(error: &Error, idempotency_key: Option<&str>) -> ApiError {
+/// Novu's name for an argument the store checks, as a 422's `errors` key.
+pub(crate) fn field_name(field: &Field) -> String {
+    match field {
+        Field::SubscriberId => "subscriberId".into(),
+        Field::Data => "data".into(),
+        Field::ProviderId { channel } => format!("channels.{channel}.providerId"),
+        Field::Name => "name".into(),
+        Field::Id => "id".into(),
+        Field::ApiKey => "apiKey".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A store rule an argument breaks, in Novu's words (class-validator's
+/// phrasing: "subscriberId should not be empty").
+pub(crate) fn rule_message(field: &Field, problem: &InputProblem) -> String {
+    let name = match field {
+        Field::ProviderId { .. } => "providerId".to_owned(),
+        other => field_name(other),
+    };
+    match problem {
+        InputProblem::Blank => format!("{name} should not be empty"),
+        InputProblem::TooLong { max_bytes } => {
+            format!("{name} must be shorter than or equal to {max_bytes} bytes")
+        }
+        InputProblem::ControlCharacter => format!("{name} must not contain control characters"),
+        InputProblem::UnknownProvider => format!(
+            "{name} must be one of the following values: {}",
+            PROVIDER_IDS.join(", ")
+        ),
+        InputProblem::NotObjectOrNull => format!("{name} must be an object or null"),
+        InputProblem::NotJson(why) => format!("{name} must be valid JSON: {why}"),
+        other => format!("{name} is invalid: {other}"),
+    }
+}
+
+/// The 400 for a path's `{subscriberId}` that breaks the store's id rule
+/// (SPEC section 1: a bad path id is a 400, not a 422).
+pub(crate) fn bad_path_subscriber_id(problem: &InputProblem) -> ApiError {
+    ApiError::bad_request(rule_message(&Field::SubscriberId, problem))
+}
+
+/// The status and message a store error is answered with. `shown_key` is
+/// the request's idempotency key as sent, for the messages that quote it.
+pub(crate) fn from_store(error: &Error, shown_key: Option<&str>) -> ApiError {
     match error {
         Error::NotFound(Entity::Subscriber) => {
             ApiError::new(StatusCode::NOT_FOUND, "Subscriber not found")
@@ -139,13 +184,22 @@ pub(crate) fn from_store(error: &Error, idempotency_key: Option<&str>) -> ApiErr
         Error::AlreadyExists { .. } => {
             ApiError::new(StatusCode::CONFLICT, "Subscriber already exists")
         }
-        Error::InvalidInput { field, message } => {
+        Error::InvalidInput { field, problem } => {
             let mut errors = Map::new();
-            errors.insert(field.clone(), field_error(&[message], None));
+            let message = rule_message(field, problem);
+            errors.insert(field_name(field), field_error(&[&message], None));
+            ApiError::validation(errors)
+        }
+        Error::TooLarge { bytes, limit } => {
+            let mut errors = Map::new();
+            let message = format!(
+                "the subscriber document would take {bytes} bytes once encoded; at most {limit} are kept"
+            );
+            errors.insert("body".into(), field_error(&[&message], None));
             ApiError::validation(errors)
         }
         Error::InvalidIdempotencyKey(problem) => {
-            let key = idempotency_key.unwrap_or_default();
+            let key = shown_key.unwrap_or_default();
             match problem {
                 KeyProblem::TooLong => ApiError::bad_request(format!(
                     "idempotencyKey \"{key}\" has exceeded the maximum allowed length of 255 characters"
@@ -159,7 +213,7 @@ pub(crate) fn from_store(error: &Error, idempotency_key: Option<&str>) -> ApiErr
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
                 "Request with key \"{}\" is being reused for a different body",
-                idempotency_key.unwrap_or_default()
+                shown_key.unwrap_or_default()
             ),
         ),
         other => ApiError::internal(other),
@@ -169,6 +223,56 @@ pub(crate) fn from_store(error: &Error, idempotency_key: Option<&str>) -> ApiErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broken_rules_are_worded_as_novu_words_them() {
+        let cases = [
+            (
+                Field::SubscriberId,
+                InputProblem::Blank,
+                "subscriberId should not be empty",
+            ),
+            (
+                Field::SubscriberId,
+                InputProblem::TooLong { max_bytes: 255 },
+                "subscriberId must be shorter than or equal to 255 bytes",
+            ),
+            (
+                Field::SubscriberId,
+                InputProblem::ControlCharacter,
+                "subscriberId must not contain control characters",
+            ),
+            (
+                Field::Data,
+                InputProblem::NotObjectOrNull,
+                "data must be an object or null",
+            ),
+        ];
+        for (field, problem, message) in cases {
+            assert_eq!(rule_message(&field, &problem), message);
+        }
+        let provider = rule_message(
+            &Field::ProviderId { channel: 2 },
+            &InputProblem::UnknownProvider,
+        );
+        assert!(provider.starts_with("providerId must be one of the following values: slack, "));
+        let error = from_store(
+            &Error::InvalidInput {
+                field: Field::ProviderId { channel: 2 },
+                problem: InputProblem::UnknownProvider,
+            },
+            None,
+        );
+        let errors = error.errors().expect("a 422 names the field");
+        assert_eq!(
+            errors["channels.2.providerId"]["messages"][0].as_str(),
+            Some(provider.as_str())
+        );
+        assert_eq!(
+            bad_path_subscriber_id(&InputProblem::Blank).status,
+            StatusCode::BAD_REQUEST
+        );
+    }
 
     #[test]
     fn internal_errors_carry_an_error_id_and_no_internals() {
@@ -232,6 +336,22 @@ mod tests {
                 },
                 409,
                 "Subscriber already exists",
+            ),
+            (
+                Error::InvalidInput {
+                    field: Field::SubscriberId,
+                    problem: InputProblem::Blank,
+                },
+                422,
+                "Validation Error",
+            ),
+            (
+                Error::TooLarge {
+                    bytes: 600_000,
+                    limit: 524_288,
+                },
+                422,
+                "Validation Error",
             ),
             (
                 Error::IdempotencyKeyReused,

@@ -8,11 +8,9 @@ use hyper::StatusCode;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderMap, IF_MATCH};
 use percent_encoding::percent_decode_str;
-use subscriber_store::{
-    Error, IdempotencyKey, Precondition, Store, Tenant, Version, validate_subscriber_id,
-};
+use subscriber_store::{IdempotencyKey, Precondition, Store, Tenant, Version, check_subscriber_id};
 
-use crate::error::{ApiError, from_store};
+use crate::error::{ApiError, bad_path_subscriber_id, from_store};
 
 /// The tenant of the request's `Authorization: ApiKey <key>`.
 pub(crate) fn tenant(headers: &HeaderMap, store: &Store) -> Result<Tenant, ApiError> {
@@ -36,23 +34,19 @@ pub(crate) fn tenant(headers: &HeaderMap, store: &Store) -> Result<Tenant, ApiEr
     store.resolve_key(key).map_err(|e| from_store(&e, None))
 }
 
-/// The percent-decoded `{subscriberId}`: 400 unless 1 to 255 bytes of UTF-8
-/// without control characters.
+/// The percent-decoded `{subscriberId}`, checked by the store's id rule.
 pub(crate) fn subscriber_id(raw: &str) -> Result<String, ApiError> {
     let id = percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| ApiError::bad_request("subscriberId must be valid UTF-8"))?;
-    validate_subscriber_id(&id).map_err(|e| match e {
-        Error::InvalidInput { message, .. } => ApiError::bad_request(message),
-        other => from_store(&other, None),
-    })?;
+    check_subscriber_id(&id).map_err(|problem| bad_path_subscriber_id(&problem))?;
     Ok(id.into_owned())
 }
 
 /// The `idempotency-key` header: absent, or a valid key. A structured-field
 /// quoted string (`"abc"`) is unquoted. Returns the key as sent (for echoing)
 /// and the checked key.
-pub(crate) fn idempotency_key(
+pub(crate) fn idempotency_header(
     headers: &HeaderMap,
 ) -> Result<Option<(String, IdempotencyKey)>, ApiError> {
     let mut values = headers.get_all("idempotency-key").iter();

@@ -42,12 +42,14 @@ pub fn decode_request(input: &[u8]) {
             headers.append(HeaderName::from_static(name), value);
         }
     }
-    let _ = crate::extract::idempotency_key(&headers);
+    let _ = crate::extract::idempotency_header(&headers);
     let _ = crate::extract::if_match(&headers);
 
     if let Ok(json) = crate::wire::parse_json(body) {
         let _ = crate::wire::presence(&json);
         let _ = crate::wire::create_body(&json, body);
-        let _ = crate::wire::canonical(&json).to_string();
+        if let Ok(key) = subscriber_store::IdempotencyKey::new("fuzz") {
+            let _ = subscriber_store::Idempotency::for_request(key, &[query], &json);
+        }
     }
 }

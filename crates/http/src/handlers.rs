@@ -20,7 +20,7 @@ use crate::wire::{self, Envelope, SubscriberDto};
 
 /// What every handler shares.
 #[derive(Debug)]
-pub(crate) struct State {
+pub(crate) struct Context {
     pub store: Store,
     pub config: ServerConfig,
     pub openapi: Bytes,
@@ -78,7 +78,7 @@ fn document_reply(status: StatusCode, doc: &Subscriber) -> Result<Reply, ApiErro
 }
 
 /// Answers one request. Never panics; every failure is a reply.
-pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
+pub(crate) async fn handle(state: Arc<Context>, request: Request<Incoming>) -> Reply {
     let path = request.uri().path().to_owned();
     match dispatch(&state, request, &path).await {
         Ok(reply) => reply,
@@ -87,7 +87,7 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Rep
 }
 
 async fn dispatch(
-    state: &State,
+    state: &Context,
     request: Request<Incoming>,
     path: &str,
 ) -> Result<Reply, ApiError> {
@@ -153,16 +153,16 @@ async fn health(store: &Store) -> Result<Reply, ApiError> {
 /// The presence write and the creates: the routes that take a body and an
 /// idempotency key.
 async fn write(
-    state: &State,
+    state: &Context,
     request: Request<Incoming>,
     path: &str,
     matched: &Matched<'_>,
     tenant: Tenant,
     subscriber_id: Option<String>,
 ) -> Result<Reply, ApiError> {
-    let key = extract::idempotency_key(request.headers())?;
+    let key = extract::idempotency_header(request.headers())?;
     let echo = key.as_ref().map(|(shown, _)| shown.clone());
-    let mut reply = match write_inner(state, request, matched, tenant, subscriber_id, key).await {
+    let mut reply = match submit_write(state, request, matched, tenant, subscriber_id, key).await {
         Ok(reply) => reply,
         Err(error) => error_reply(&error, path, state.store.now()),
     };
@@ -172,8 +172,10 @@ async fn write(
     Ok(reply)
 }
 
-async fn write_inner(
-    state: &State,
+/// The write itself, once its key is known: read and check the body, make
+/// the command, submit it, await its durability and render the outcome.
+async fn submit_write(
+    state: &Context,
     request: Request<Incoming>,
     matched: &Matched<'_>,
     tenant: Tenant,
@@ -215,17 +217,15 @@ async fn write_inner(
 
     let store = &state.store;
     let idempotency = key.as_ref().map(|(_, checked)| {
-        let fingerprint = wire::fingerprint(
-            &[
-                parts.method.as_str(),
-                matched.pattern,
-                subscriber_id.as_deref().unwrap_or_default(),
-                parts.uri.query().unwrap_or_default(),
-            ],
-            &json,
-        );
+        // What identifies the request (SPEC section 6); the store hashes it.
+        let request = [
+            parts.method.as_str(),
+            matched.pattern,
+            subscriber_id.as_deref().unwrap_or_default(),
+            parts.uri.query().unwrap_or_default(),
+        ];
         // The path as sent, so a replayed error quotes the first request's.
-        Idempotency::with_fingerprint(checked.clone(), fingerprint)
+        Idempotency::for_request(checked.clone(), &request, &json)
             .with_annotation(parts.uri.path().as_bytes())
     });
     let shown_key = key.map(|(shown, _)| shown);

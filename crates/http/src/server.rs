@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
-use crate::handlers::{self, State};
+use crate::handlers::{self, Context};
 
 /// Limits and timeouts of the server.
 #[derive(Debug, Clone)]
@@ -74,7 +74,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(config.max_connections));
-    let state = Arc::new(State {
+    let state = Arc::new(Context {
         store,
         openapi: crate::openapi::document_bytes(),
         config,

@@ -1,16 +1,18 @@
 //! Wire shapes: the subscriber document as JSON (SPEC section 3, field order
-//! included) and the request bodies, checked field by field into the 422
-//! validation shape. The only serde of HTTP shapes in the crate.
+//! included) and the request bodies, read field by field into the 422
+//! validation shape. This file checks JSON types only (a string, an object);
+//! the rules on values (id length, provider ids, `data`) are the store's,
+//! worded by `error.rs`. The only serde of HTTP shapes in the crate.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use subscriber_store::{
-    Channel, ChannelSettings, Credentials, Data, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS, Subscriber,
-    SubscriberInput,
+    Channel, ChannelSettings, Credentials, Data, Error, Field, InputProblem, Subscriber,
+    SubscriberInput, check_provider_id, check_subscriber_id,
 };
 
-use crate::error::{ApiError, field_error};
+use crate::error::{ApiError, field_error, rule_message};
 
 /// Novu's success envelope: `{"data": ...}` and nothing else.
 #[derive(Serialize)]
@@ -184,6 +186,12 @@ impl Problems {
         }
     }
 
+    /// A value that breaks a store rule, in Novu's words.
+    fn broken(&mut self, field: Field, problem: &InputProblem, value: Option<&Value>) {
+        let name = crate::error::field_name(&field);
+        self.add(&name, &rule_message(&field, problem), value);
+    }
+
     /// An optional string field: absent (`None`, keep), null (`Some(None)`,
     /// clear) or a string; anything else is a problem.
     fn string(&mut self, body: &Map<String, Value>, field: &str) -> Option<Option<String>> {
@@ -225,22 +233,9 @@ pub(crate) fn create_body(body: &Value, raw: &[u8]) -> Result<SubscriberInput, A
             p.add("subscriberId", "subscriberId must be a string", value);
             String::new()
         }
-        Some(Value::String(id)) => {
-            let value = obj.get("subscriberId");
-            if id.trim().is_empty() {
-                p.add("subscriberId", "subscriberId should not be empty", value);
-            } else if id.len() > MAX_SUBSCRIBER_ID_BYTES {
-                p.add(
-                    "subscriberId",
-                    "subscriberId must be shorter than or equal to 255 bytes",
-                    value,
-                );
-            } else if id.chars().any(char::is_control) {
-                p.add(
-                    "subscriberId",
-                    "subscriberId must not contain control characters",
-                    value,
-                );
+        Some(value @ Value::String(id)) => {
+            if let Err(problem) = check_subscriber_id(id) {
+                p.broken(Field::SubscriberId, &problem, Some(value));
             }
             id.clone()
         }
@@ -269,14 +264,17 @@ pub(crate) fn create_body(body: &Value, raw: &[u8]) -> Result<SubscriberInput, A
         None => None,
         Some(Value::Null) => Some(None),
         // Kept as sent (numbers with every digit), from the raw body.
-        Some(value @ Value::Object(_)) => raw_data(raw)
-            .and_then(|text| Data::parse(text).ok())
-            .or_else(|| Data::from_value(value).ok())
-            .map(Some),
-        Some(other) => {
-            p.add("data", "data must be an object or null", Some(other));
-            None
-        }
+        Some(value) => match raw_data(raw).map_or_else(|| Data::from_value(value), Data::parse) {
+            Ok(data) => Some(Some(data)),
+            Err(Error::InvalidInput { field, problem }) => {
+                p.broken(field, &problem, Some(value));
+                None
+            }
+            Err(other) => {
+                p.add("data", &other.to_string(), Some(value));
+                None
+            }
+        },
     };
     input.channels = match obj.get("channels") {
         // Novu's Python SDKs send null for every field left unset.
@@ -323,14 +321,16 @@ fn channel(p: &mut Problems, i: usize, item: &Value) -> Option<ChannelSettings> 
         );
         return None;
     };
-    let provider_id = match obj.get("providerId") {
-        Some(Value::String(id)) if PROVIDER_IDS.contains(&id.as_str()) => id.clone(),
-        other => {
-            let message = format!(
-                "providerId must be one of the following values: {}",
-                PROVIDER_IDS.join(", ")
-            );
-            p.add(&field("providerId"), &message, other);
+    let provider = obj.get("providerId");
+    let checked = match provider {
+        Some(Value::String(id)) => check_provider_id(id).map(|()| id.clone()),
+        // Not a string: not one of the names either, as Novu words it.
+        _ => Err(InputProblem::UnknownProvider),
+    };
+    let provider_id = match checked {
+        Ok(id) => id,
+        Err(problem) => {
+            p.broken(Field::ProviderId { channel: i }, &problem, provider);
             return None;
         }
     };
@@ -417,38 +417,6 @@ fn credentials(p: &mut Problems, prefix: &str, c: &Map<String, Value>) -> Option
     })
 }
 
-/// The identity of a request for idempotency (SPEC section 6): its parts
-/// (method, route, decoded subscriber id, query) and its body re-serialised
-/// with sorted keys.
-pub(crate) fn fingerprint(parts: &[&str], body: &Value) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in parts {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    h.update(canonical(body).to_string().as_bytes());
-    h.finalize().into()
-}
-
-/// The canonical form of a JSON body for fingerprints: object keys sorted.
-pub(crate) fn canonical(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), canonical(v)))
-                    .collect(),
-            )
-        }
-        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
-        other => other.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,15 +452,6 @@ mod tests {
         for body in [json!([]), json!(1), json!("x"), json!(null)] {
             assert!(presence(&body).is_err(), "{body}");
         }
-    }
-
-    #[test]
-    fn canonical_sorts_keys_at_every_depth() {
-        let a = canonical(&json!({"b": 1, "a": {"d": [ {"z": 1, "y": 2} ], "c": 2}}));
-        assert_eq!(
-            serde_json::to_string(&a).expect("json"),
-            r#"{"a":{"c":2,"d":[{"y":2,"z":1}]},"b":1}"#
-        );
     }
 
     #[test]

@@ -6,7 +6,6 @@ use crate::error::{Entity, Error, Result};
 use crate::id::ObjectId;
 use crate::layout;
 use crate::precondition::Precondition;
-use crate::presence;
 use crate::subscriber::{Subscriber, SubscriberInput, validate_subscriber_id};
 use crate::tenancy::Tenant;
 
@@ -100,7 +99,7 @@ pub(crate) fn decide(
         Command::SetOnline { online, .. } => {
             let mut doc = current.ok_or(Error::NotFound(Entity::Subscriber))?;
             check_version()?;
-            presence::set_online(&mut doc, online, now);
+            doc.set_online(online, now);
             let bytes = layout::encode(&doc)?;
             Ok((doc, Change::Put(bytes)))
         }

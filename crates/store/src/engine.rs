@@ -103,8 +103,8 @@ pub(crate) fn sync_engine(engine: &Engine, config: &Config) -> Result<()> {
 
 /// Proves a reopened database can write: a small durable write.
 pub(crate) fn probe(engine: &Engine, config: &Config) -> Result<()> {
-    let now = config.clock.now().as_millis().to_be_bytes();
-    engine.trees.meta.insert(layout::PROBE_KEY, &now[..])?;
+    let value = layout::probe_value(config.clock.now());
+    engine.trees.meta.insert(layout::PROBE_KEY, &value[..])?;
     sync_engine(engine, config)
 }
 

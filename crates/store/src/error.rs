@@ -28,13 +28,23 @@ pub enum Error {
         current: Version,
     },
 
-    /// An argument is malformed; `field` names it. Nothing was changed.
-    #[error("invalid {field}: {message}")]
+    /// An argument breaks one of the store's rules. Nothing was changed.
+    #[error("invalid {field}: {problem}")]
     InvalidInput {
-        /// The offending field, as named on the wire (`subscriberId`, `data`, ...).
-        field: String,
-        /// What is wrong with it.
-        message: String,
+        /// The argument that breaks it.
+        field: Field,
+        /// The rule it breaks.
+        problem: InputProblem,
+    },
+
+    /// The document a write would store takes more than the store keeps in
+    /// one record ([`MAX_RECORD_BYTES`](crate::MAX_RECORD_BYTES)). Nothing was changed.
+    #[error("the document would take {bytes} bytes; a record holds at most {limit}")]
+    TooLarge {
+        /// The encoded size of the document.
+        bytes: usize,
+        /// The largest record the store keeps.
+        limit: usize,
     },
 
     /// An idempotency key is malformed. Nothing was recorded or changed.
@@ -100,10 +110,103 @@ impl From<std::io::Error> for Error {
 }
 
 impl Error {
-    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::InvalidInput {
-            field: field.into(),
-            message: message.into(),
+    pub(crate) fn invalid(field: Field, problem: InputProblem) -> Self {
+        Error::InvalidInput { field, problem }
+    }
+}
+
+/// The arguments the store checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Field {
+    /// A subscriber's id.
+    SubscriberId,
+    /// A subscriber's free-form `data`.
+    Data,
+    /// The provider id of the channel at this index of a create's channels.
+    ProviderId {
+        /// The channel's index in the list.
+        channel: usize,
+    },
+    /// The name of an organization or an environment.
+    Name,
+    /// An [`ObjectId`](crate::ObjectId) given as text.
+    Id,
+    /// An API key's secret.
+    ApiKey,
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::SubscriberId => f.write_str("subscriber id"),
+            Field::Data => f.write_str("data"),
+            Field::ProviderId { channel } => write!(f, "provider id of channel {channel}"),
+            Field::Name => f.write_str("name"),
+            Field::Id => f.write_str("id"),
+            Field::ApiKey => f.write_str("API key"),
+        }
+    }
+}
+
+/// Which rule an argument breaks. The store owns each rule; a facade
+/// words the problem in its own language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputProblem {
+    /// Empty, or nothing but whitespace.
+    Blank,
+    /// Longer than `max_bytes` bytes of UTF-8.
+    TooLong {
+        /// The most it may take.
+        max_bytes: usize,
+    },
+    /// Holds a control character.
+    ControlCharacter,
+    /// Not one of [`PROVIDER_IDS`](crate::PROVIDER_IDS).
+    UnknownProvider,
+    /// JSON, but neither an object nor null.
+    NotObjectOrNull,
+    /// Not JSON at all; what the parser said.
+    NotJson(String),
+    /// Not 24 hexadecimal characters.
+    NotObjectId,
+    /// Not 16 to 255 visible ASCII characters.
+    BadSecret,
+    /// Already the key of another environment.
+    KeyOfAnotherEnvironment,
+}
+
+impl InputProblem {
+    /// The rule that subscriber ids and tenancy names share: not blank, at
+    /// most `max_bytes` bytes of UTF-8, no control characters.
+    pub(crate) fn of_identifier(text: &str, max_bytes: usize) -> Option<InputProblem> {
+        if text.trim().is_empty() {
+            Some(InputProblem::Blank)
+        } else if text.len() > max_bytes {
+            Some(InputProblem::TooLong { max_bytes })
+        } else if text.chars().any(char::is_control) {
+            Some(InputProblem::ControlCharacter)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for InputProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputProblem::Blank => f.write_str("it is blank"),
+            InputProblem::TooLong { max_bytes } => write!(f, "it is longer than {max_bytes} bytes"),
+            InputProblem::ControlCharacter => f.write_str("it holds a control character"),
+            InputProblem::UnknownProvider => f.write_str("it is not a known provider id"),
+            InputProblem::NotObjectOrNull => f.write_str("it is neither a JSON object nor null"),
+            InputProblem::NotJson(why) => write!(f, "it is not JSON ({why})"),
+            InputProblem::NotObjectId => f.write_str("it is not 24 hexadecimal characters"),
+            InputProblem::BadSecret => f.write_str("it is not 16 to 255 visible ASCII characters"),
+            InputProblem::KeyOfAnotherEnvironment => {
+                f.write_str("it already belongs to another environment")
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::clock::Timestamp;
-use crate::error::{Error, Result};
+use crate::error::{Error, Field, InputProblem, Result};
 
 /// A 12-byte identifier: 4 bytes of creation time in seconds (big-endian),
 /// then 8 random bytes. Displays as 24 lowercase hex characters.
@@ -66,10 +66,7 @@ impl FromStr for ObjectId {
 
     /// Parses 24 hex characters (either case).
     fn from_str(s: &str) -> Result<Self> {
-        let invalid = || Error::InvalidInput {
-            field: "id".into(),
-            message: format!("{s:?} is not 24 hexadecimal characters"),
-        };
+        let invalid = || Error::invalid(Field::Id, InputProblem::NotObjectId);
         let raw = s.as_bytes();
         if raw.len() != 24 {
             return Err(invalid());

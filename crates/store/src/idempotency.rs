@@ -66,12 +66,14 @@ impl Idempotency {
         }
     }
 
-    /// The request is identified by a caller's fingerprint (the HTTP facade
-    /// hashes method, route, subscriber id, query and canonical body).
-    pub fn with_fingerprint(key: IdempotencyKey, fingerprint: [u8; 32]) -> Self {
+    /// The request is identified by what the caller names: its `parts`
+    /// (an HTTP facade would give method, route, subscriber id and query) and a
+    /// JSON body, which counts by its canonical form (object keys sorted at
+    /// every depth), so `{"a":1,"b":2}` and `{"b":2,"a":1}` are one request.
+    pub fn for_request(key: IdempotencyKey, parts: &[&str], body: &serde_json::Value) -> Self {
         Idempotency {
             key,
-            fingerprint: Some(fingerprint),
+            fingerprint: Some(layout::request_fingerprint(parts, body)),
             annotation: Vec::new(),
         }
     }
@@ -322,7 +324,7 @@ mod tests {
         };
         let record_bytes = record.encode().expect("record").len();
         let key = "0f8fad5b-d9cb-469f-a165-70867728950e"; // a UUID, as SDKs send
-        let keys = layout::idempotency_key(ObjectId::from_bytes([2; 12]), key).len() * 2 + 8;
+        let keys = layout::idempotency_record_key(ObjectId::from_bytes([2; 12]), key).len() * 2 + 8;
         eprintln!("document {doc_bytes} B; record {record_bytes} B + keys {keys} B");
         // fingerprint, two varint timestamps of 9 bytes, an empty
         // annotation's length, the outcome tag

@@ -14,10 +14,10 @@ pub(crate) const FORMAT_VERSION: u8 = 1;
 
 const BINCODE: Configuration = standard();
 
-/// The largest encoded record the store accepts: twice the HTTP body limit,
-/// and small enough that sled keeps a lone record inline in its log (see
+/// The largest encoded record the store accepts (512 KiB): room for a
+/// document with large `data`, and small enough that sled keeps a lone record inline in its log (see
 /// `SEGMENT_SIZE`) rather than in a blob file.
-pub(crate) const MAX_RECORD_BYTES: usize = 512 * 1024;
+pub const MAX_RECORD_BYTES: usize = 512 * 1024;
 
 /// sled's segment size (a power of two): a quarter of it, minus a header, is
 /// the largest value sled keeps inline in its log.
@@ -58,6 +58,11 @@ pub(crate) fn journal_seq(key: &[u8]) -> Result<u64> {
 
 /// Key in the `meta` tree written to prove a reopened database can write.
 pub(crate) const PROBE_KEY: &[u8] = b"write_probe";
+
+/// The value of that probe: the time it was written, 8 bytes big-endian.
+pub(crate) fn probe_value(at: Timestamp) -> [u8; 8] {
+    at.as_millis().to_be_bytes()
+}
 
 /// The trees of the store.
 #[derive(Debug, Clone)]
@@ -116,17 +121,53 @@ pub(crate) fn api_key_key(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-/// The fingerprint of a request as a store call makes it (when the caller
-/// gives none): SHA-256 over a tag and the bincode encoding of `value` (the
-/// command and its precondition). Stored in idempotency records, so its
-/// bytes are pinned like a record's.
-pub(crate) fn command_fingerprint<T: bincode::Encode>(value: &T) -> Result<[u8; 32]> {
+/// The one definition of a request's fingerprint: SHA-256 over each of
+/// `parts` followed by a NUL byte, then `rest`. Stored in idempotency
+/// records, so its bytes are pinned like a record's.
+pub(crate) fn fingerprint(parts: &[&[u8]], rest: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"subscriber-store command v2\0");
+    for part in parts {
+        h.update(part);
+        h.update([0]);
+    }
+    h.update(rest);
+    h.finalize().into()
+}
+
+/// The fingerprint of a request as a store call makes it (when the caller
+/// names no request): a tag, then the bincode encoding of `value` (the
+/// command and its precondition).
+pub(crate) fn command_fingerprint<T: bincode::Encode>(value: &T) -> Result<[u8; 32]> {
     let bytes = bincode::encode_to_vec(value, BINCODE)
         .map_err(|e| Error::Storage(format!("cannot encode command: {e}")))?;
-    h.update(bytes);
-    Ok(h.finalize().into())
+    Ok(fingerprint(&[b"subscriber-store command v2"], &bytes))
+}
+
+/// The fingerprint of a request a caller names by its parts (for HTTP:
+/// method, route, subscriber id, query) and a JSON body, which counts by
+/// its canonical form: object keys sorted at every depth, no whitespace.
+pub(crate) fn request_fingerprint(parts: &[&str], body: &serde_json::Value) -> [u8; 32] {
+    let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+    fingerprint(&parts, canonical_json(body).to_string().as_bytes())
+}
+
+/// `value` with object keys sorted at every depth.
+fn canonical_json(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), canonical_json(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical_json).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Key of a subscriber in `subscribers`.
@@ -138,7 +179,7 @@ pub(crate) fn subscriber_key(environment: ObjectId, subscriber_id: &str) -> Vec<
 }
 
 /// Key of an idempotency record in `idempotency`.
-pub(crate) fn idempotency_key(environment: ObjectId, key: &str) -> Vec<u8> {
+pub(crate) fn idempotency_record_key(environment: ObjectId, key: &str) -> Vec<u8> {
     subscriber_key(environment, key)
 }
 
@@ -171,13 +212,10 @@ pub(crate) fn encode_as<T: bincode::Encode>(format: u8, record: &T) -> Result<Ve
     bincode::encode_into_std_write(record, &mut out, BINCODE)
         .map_err(|e| Error::Storage(format!("cannot encode record: {e}")))?;
     if out.len() > MAX_RECORD_BYTES {
-        return Err(Error::invalid(
-            "body",
-            format!(
-                "the document would take {} bytes; the limit is {MAX_RECORD_BYTES}",
-                out.len()
-            ),
-        ));
+        return Err(Error::TooLarge {
+            bytes: out.len(),
+            limit: MAX_RECORD_BYTES,
+        });
     }
     Ok(out)
 }
@@ -364,6 +402,32 @@ mod pinned {
         assert_eq!(
             IdempotencyRecord::decode(&record.encode().expect("record")).expect("decodes"),
             record
+        );
+    }
+
+    #[test]
+    fn request_fingerprint_sorts_keys_at_every_depth() {
+        let body = serde_json::json!({"b": 1, "a": {"d": [ {"z": 1, "y": 2} ], "c": 2}});
+        assert_eq!(
+            canonical_json(&body).to_string(),
+            r#"{"a":{"c":2,"d":[{"y":2,"z":1}]},"b":1}"#
+        );
+        let parts = [
+            "PATCH",
+            "/v1/subscribers/{subscriberId}/online-status",
+            "u1",
+            "",
+        ];
+        // SHA-256 of "PATCH\0<route>\0u1\0\0" and the sorted body: the
+        // bytes records written by the first version hold.
+        assert_eq!(
+            hex(&request_fingerprint(&parts, &body)),
+            "8a6fc9fe3b4e596dfaba2dcd97bdea84790d0cc93366169907100cca27e60d08"
+        );
+        let reordered = serde_json::json!({"a": {"c": 2, "d": [ {"y": 2, "z": 1} ]}, "b": 1});
+        assert_eq!(
+            request_fingerprint(&parts, &reordered),
+            request_fingerprint(&parts, &body)
         );
     }
 

@@ -1,8 +1,8 @@
 //! An embeddable store of Novu-compatible subscriber documents and their
 //! presence, on sled. No network layer, no async runtime.
 //!
-//! A [`Store`] holds organizations, environments and API keys ([`Tenant`]
-//! scopes every subscriber operation), and subscriber documents whose
+//! A [`Store`] holds organizations, environments and API keys (a [`Tenant`]
+//! scopes every subscriber operation) and subscriber documents whose
 //! version (`__v`) rises by one on every committed change. In the default
 //! [`Durability::Durable`] mode a write returns only once it is on disk.
 //!
@@ -11,26 +11,34 @@
 //!
 //! let dir = tempfile::tempdir()?;
 //! let store = Store::open(Config::new(dir.path()))?;
-//! let org = store.create_organization("Acme")?;
-//! let env = store.create_environment(org.id, "Development")?;
-//! let key = store.issue_key(env.id)?; // key.secret is shown only here
+//! let (environment, _created) = store.ensure_environment("Development")?;
+//! let tenant = environment.tenant();
+//! store.upsert(&tenant, SubscriberInput::new("user-42"), None)?;
+//! store.set_online(&tenant, "user-42", true, None)?;
 //!
-//! let tenant = store.resolve_key(&key.secret)?;
-//! let mut input = SubscriberInput::new("user-42");
-//! input.first_name = Some(Some("Ada".into()));
-//! let created = store.upsert(&tenant, input, None)?;
-//! assert_eq!(created.version, Version(0));
-//!
-//! let online = store.set_online(&tenant, "user-42", true, Some(Version(0).into()))?;
-//! assert_eq!(online.is_online, Some(true));
-//! assert_eq!(online.version, Version(1));
-//!
-//! // A stale expected version changes nothing.
-//! let stale = store.set_online(&tenant, "user-42", false, Some(Version(0).into()));
-//! assert!(matches!(stale, Err(subscriber_store::Error::VersionConflict { .. })));
-//! assert_eq!(store.get(&tenant, "user-42")?.version, Version(1));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! let doc = store.get(&tenant, "user-42")?;
+//! assert_eq!((doc.is_online, doc.version), (Some(true), Version(1)));
+//! # Ok::<(), subscriber_store::Error>(())
 //! ```
+//!
+//! # Map
+//! From the ground up; a module imports only from the lines above its own.
+//! - Ground: `clock` (time, injectable), `id` (ObjectIds), `config`,
+//!   `precondition` ([`Version`], [`Precondition`]: the version a write
+//!   expects), `error` (the crate's one [`Error`] and the typed problems it carries).
+//! - `layout`: every key and record byte the store writes, and the
+//!   fingerprint of a request; pinned by tests.
+//! - Records and rules: `subscriber` (the document, what a create may set,
+//!   the subscriber id and channel rules), `presence` (the presence rule),
+//!   `tenancy`, `command` ([`Command`]: what a write may do, decided
+//!   against the current document), `idempotency` (keys and records).
+//! - Machinery: `journal` (the redo journal that makes a document change
+//!   and its idempotency record atomic), `durability` (flush rounds, group
+//!   commit, the relaxed background flush), `engine` (the open sled
+//!   database, recovered at open).
+//! - `write`: the one write path, for plain and keyed writes.
+//! - `store`: the public handle, [`Store`], and [`Durable`], the future or
+//!   blocking wait of a committed write.
 #![deny(missing_docs)]
 
 mod clock;
@@ -53,14 +61,15 @@ mod write;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use command::Command;
 pub use config::{Config, Durability};
-pub use error::{Entity, Error, Result};
+pub use error::{Entity, Error, Field, InputProblem, Result};
 pub use id::ObjectId;
 pub use idempotency::{Executed, Idempotency, IdempotencyKey, KeyProblem, MAX_IDEMPOTENCY_KEY_LEN};
+pub use layout::MAX_RECORD_BYTES;
 pub use precondition::Precondition;
 pub use store::{Durable, Store};
 pub use subscriber::{
     Channel, ChannelSettings, Credentials, Data, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS, Subscriber,
-    SubscriberInput, Version, validate_subscriber_id,
+    SubscriberInput, Version, check_provider_id, check_subscriber_id,
 };
 pub use tenancy::{ApiKeyInfo, Environment, IssuedKey, Organization, Tenant};
 

@@ -4,15 +4,22 @@
 use crate::clock::Timestamp;
 use crate::subscriber::Subscriber;
 
-/// Applies `isOnline = online` at `now`: going offline from anything but
-/// "already offline" stamps `lastOnlineAt`; going online leaves it; the
-/// version rises by one and `updatedAt` moves to `now`.
-pub(crate) fn set_online(doc: &mut Subscriber, online: bool, now: Timestamp) {
-    let already_offline = doc.is_online == Some(false);
-    if !online && !already_offline {
-        doc.last_online_at = Some(now);
+impl Subscriber {
+    /// The presence rule: applies `isOnline = online` at `now`. Going
+    /// offline from anything but "already offline" stamps `lastOnlineAt`;
+    /// going online leaves it; the version rises by one (saturating) and
+    /// `updatedAt` moves to `now`.
+    ///
+    /// [`Store::set_online`](crate::Store::set_online) applies it under the
+    /// subscriber's lock; it is public so that code measured against the
+    /// store (the benchmarks' raw peers) applies the very same change.
+    pub fn set_online(&mut self, online: bool, now: Timestamp) {
+        let already_offline = self.is_online == Some(false);
+        if !online && !already_offline {
+            self.last_online_at = Some(now);
+        }
+        self.is_online = Some(online);
+        self.updated_at = now;
+        self.version = self.version.next();
     }
-    doc.is_online = Some(online);
-    doc.updated_at = now;
-    doc.version = doc.version.next();
 }

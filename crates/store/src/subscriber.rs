@@ -6,7 +6,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
-use crate::error::{Error, Result};
+use crate::error::{Error, Field, InputProblem, Result};
 use crate::id::ObjectId;
 pub use crate::precondition::Version;
 use crate::tenancy::Tenant;
@@ -47,28 +47,33 @@ pub const PROVIDER_IDS: &[&str] = &[
     "pusher-beams",
 ];
 
-/// Checks a subscriber id: 1 to 255 bytes, not blank, no control characters.
+/// The subscriber id rule: 1 to 255 bytes, not blank, no control characters.
 ///
 /// # Errors
-/// [`Error::InvalidInput`] naming `subscriberId`.
-pub fn validate_subscriber_id(id: &str) -> Result<()> {
-    let field = "subscriberId";
-    if id.trim().is_empty() {
-        return Err(Error::invalid(field, "subscriberId must not be empty"));
+/// The [`InputProblem`] the id has; the store reports it as
+/// [`Error::InvalidInput`] naming [`Field::SubscriberId`].
+pub fn check_subscriber_id(id: &str) -> std::result::Result<(), InputProblem> {
+    match InputProblem::of_identifier(id, MAX_SUBSCRIBER_ID_BYTES) {
+        Some(problem) => Err(problem),
+        None => Ok(()),
     }
-    if id.len() > MAX_SUBSCRIBER_ID_BYTES {
-        return Err(Error::invalid(
-            field,
-            format!("subscriberId must be at most {MAX_SUBSCRIBER_ID_BYTES} bytes"),
-        ));
+}
+
+/// The channel rule: a provider id is one of [`PROVIDER_IDS`].
+///
+/// # Errors
+/// [`InputProblem::UnknownProvider`].
+pub fn check_provider_id(id: &str) -> std::result::Result<(), InputProblem> {
+    if PROVIDER_IDS.contains(&id) {
+        Ok(())
+    } else {
+        Err(InputProblem::UnknownProvider)
     }
-    if id.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            field,
-            "subscriberId must not contain control characters",
-        ));
-    }
-    Ok(())
+}
+
+/// [`check_subscriber_id`] as a store error.
+pub(crate) fn validate_subscriber_id(id: &str) -> Result<()> {
+    check_subscriber_id(id).map_err(|p| Error::invalid(Field::SubscriberId, p))
 }
 
 /// Free-form JSON kept with a subscriber: an object or `null`.
@@ -82,14 +87,15 @@ impl Data {
     /// Wraps a JSON value.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming `data` when the value is neither an object nor null.
+    /// [`Error::InvalidInput`] naming [`Field::Data`] when the value is
+    /// neither an object nor null.
     pub fn from_value(value: &serde_json::Value) -> Result<Data> {
         if !(value.is_object() || value.is_null()) {
-            return Err(Error::invalid("data", "data must be an object or null"));
+            return Err(Error::invalid(Field::Data, InputProblem::NotObjectOrNull));
         }
         serde_json::to_string(value)
             .map(Data)
-            .map_err(|e| Error::invalid("data", e.to_string()))
+            .map_err(|e| Error::invalid(Field::Data, InputProblem::NotJson(e.to_string())))
     }
 
     /// Parses JSON text and keeps it exactly as written, less the
@@ -105,13 +111,13 @@ impl Data {
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming `data` when the text is not JSON, or is
-    /// JSON other than an object or null.
+    /// [`Error::InvalidInput`] naming [`Field::Data`] when the text is not
+    /// JSON, or is JSON other than an object or null.
     pub fn parse(text: &str) -> Result<Data> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::invalid("data", e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid(Field::Data, InputProblem::NotJson(e.to_string())))?;
         if !(value.is_object() || value.is_null()) {
-            return Err(Error::invalid("data", "data must be an object or null"));
+            return Err(Error::invalid(Field::Data, InputProblem::NotObjectOrNull));
         }
         Ok(Data(without_whitespace(text)))
     }
@@ -276,15 +282,8 @@ impl SubscriberInput {
     pub(crate) fn validate(&self) -> Result<()> {
         validate_subscriber_id(&self.subscriber_id)?;
         for (i, channel) in self.channels.iter().flatten().enumerate() {
-            if !PROVIDER_IDS.contains(&channel.provider_id.as_str()) {
-                return Err(Error::invalid(
-                    format!("channels.{i}.providerId"),
-                    format!(
-                        "providerId must be one of the following values: {}",
-                        PROVIDER_IDS.join(", ")
-                    ),
-                ));
-            }
+            check_provider_id(&channel.provider_id)
+                .map_err(|p| Error::invalid(Field::ProviderId { channel: i }, p))?;
         }
         Ok(())
     }

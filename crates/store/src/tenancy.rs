@@ -3,7 +3,7 @@
 //! scopes every subscriber operation.
 
 use crate::clock::Timestamp;
-use crate::error::{Error, Result};
+use crate::error::{Error, Field, InputProblem, Result};
 use crate::id::ObjectId;
 
 /// The scope of subscriber operations: one environment of one organization.
@@ -95,12 +95,14 @@ impl std::fmt::Debug for IssuedKey {
     }
 }
 
-pub(crate) fn validate_name(field: &str, name: &str) -> Result<()> {
-    if name.trim().is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            field,
-            format!("{field} must be 1 to 255 bytes without control characters"),
-        ));
+/// The name rule of organizations and environments: 1 to 255 bytes, not
+/// blank, no control characters.
+pub(crate) fn validate_name(name: &str) -> Result<()> {
+    match InputProblem::of_identifier(name, MAX_NAME_BYTES) {
+        Some(problem) => Err(Error::invalid(Field::Name, problem)),
+        None => Ok(()),
     }
-    Ok(())
 }
+
+/// The longest organization or environment name, in bytes of UTF-8.
+const MAX_NAME_BYTES: usize = 255;

@@ -3,7 +3,7 @@
 //! 1. with an idempotency key: the key's lock, then its record: a live
 //!    record replays (or refuses another request under the same key);
 //! 2. the subscriber's lock; the clock and the document read under it;
-//! 3. `decide` (the rules: existence, `If-Match`, the presence rule, merge);
+//! 3. `decide` (the rules: existence, the expected version, the presence rule, merge);
 //! 4. the change: a plain write inserts the document; a keyed write (and any
 //!    delete) first its journal entry, then its record and expiry entry,
 //!    then the document (journal.rs: why that is atomic after a crash);

@@ -134,11 +134,15 @@ fn same_key_with_another_request_is_refused_and_writes_nothing() {
 }
 
 #[test]
-fn caller_fingerprint_identifies_the_request() {
+fn the_named_request_identifies_it_not_the_command() {
     let f = with_subscribers(&["u1"]);
     let key = IdempotencyKey::new("k").expect("key");
-    let a = Idempotency::with_fingerprint(key.clone(), [1; 32]);
-    let b = Idempotency::with_fingerprint(key, [2; 32]);
+    let body = serde_json::json!({"isOnline": true, "extra": {"b": 1, "a": 2}});
+    let a = Idempotency::for_request(key.clone(), &["PATCH", "/r", "u1"], &body);
+    // The same body with its keys in another order is the same request.
+    let reordered = serde_json::json!({"extra": {"a": 2, "b": 1}, "isOnline": true});
+    let same = Idempotency::for_request(key.clone(), &["PATCH", "/r", "u1"], &reordered);
+    let b = Idempotency::for_request(key, &["PATCH", "/other", "u1"], &body);
     f.store
         .execute_once(&f.tenant, online("u1", true), None, &a)
         .expect("first");
@@ -149,7 +153,7 @@ fn caller_fingerprint_identifies_the_request() {
     );
     assert!(
         f.store
-            .execute_once(&f.tenant, online("u1", true), None, &a)
+            .execute_once(&f.tenant, online("u1", true), None, &same)
             .expect("replay")
             .replayed
     );

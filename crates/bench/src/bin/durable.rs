@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 use subscriber_bench::{
-    Rng, decode, disk_flushes, document, encode, measure_in_child, set_online, subscriber_id, timed,
+    Rng, decode, disk_flushes, document, encode, measure_in_child, subscriber_id, timed,
 };
 use subscriber_store::{Config, Durability, Store, Timestamp};
 
@@ -178,7 +178,7 @@ fn one(
                     let n = rng.below(subscribers);
                     let key = subscriber_id(n);
                     let mut doc = decode(&tree.get(&key).unwrap().unwrap());
-                    set_online(&mut doc, n % 2 == 0, now);
+                    doc.set_online(n % 2 == 0, now);
                     tree.insert(&key, encode(&doc)).unwrap();
                     db.flush().unwrap();
                     log.sync_data().unwrap();
@@ -233,7 +233,7 @@ fn one(
                         })
                         .unwrap();
                     let mut doc = decode(&bytes);
-                    set_online(&mut doc, n % 2 == 0, now);
+                    doc.set_online(n % 2 == 0, now);
                     tx.execute(
                         "UPDATE subscribers SET doc = ?1 WHERE id = ?2",
                         rusqlite::params![encode(&doc), key],

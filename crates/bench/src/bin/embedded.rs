@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use subscriber_bench::{
-    Rng, decode, document, encode, measure_in_child, median, set_online, subscriber_id, timed,
+    Rng, decode, document, encode, measure_in_child, median, subscriber_id, timed,
 };
 use subscriber_store::{
     Command, Config, Durability, Idempotency, IdempotencyKey, Store, Timestamp,
@@ -90,7 +90,7 @@ fn one(
                 loop {
                     let old = tree.get(&key).unwrap().unwrap();
                     let mut doc = decode(&old);
-                    set_online(&mut doc, online, now);
+                    doc.set_online(online, now);
                     let new = encode(&doc);
                     if !cas {
                         tree.insert(&key, new).unwrap();

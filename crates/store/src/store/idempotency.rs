@@ -86,7 +86,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`], [`Error::Corrupt`].
     pub fn recorded(&self, tenant: &Tenant, key: &IdempotencyKey) -> Result<Option<Executed>> {
-        let record_key = layout::idempotency_key(tenant.environment_id(), key.as_str());
+        let record_key = layout::idempotency_record_key(tenant.environment_id(), key.as_str());
         let engine = self.engine()?;
         let result = live_record(&engine, &record_key, self.now());
         Ok(self.noted(&engine, result)?.map(|record| Executed {

@@ -28,11 +28,11 @@ use crate::write::{Once, Prepared, Writes, write};
 /// last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Store {
-    shared: Arc<Shared>,
+    core: Arc<StoreCore>,
 }
 
 #[derive(Debug)]
-struct Shared {
+struct StoreCore {
     /// The open database, or why there is none.
     slot: RwLock<Slot>,
     /// Serialises attempts to reopen the database after a storage failure.
@@ -154,7 +154,7 @@ impl Store {
     pub fn open(config: Config) -> Result<Store> {
         let engine = open_engine(&config)?;
         Ok(Store {
-            shared: Arc::new(Shared {
+            core: Arc::new(StoreCore {
                 slot: RwLock::new(Slot::Open(Arc::new(engine))),
                 recovery: Mutex::new(Recovery {
                     not_before: None,
@@ -180,7 +180,7 @@ impl Store {
 
     /// One flush of `engine`, whatever the mode.
     pub(crate) fn sync_on(&self, engine: &Engine) -> Result<()> {
-        sync_engine(engine, &self.shared.config)
+        sync_engine(engine, &self.core.config)
     }
 
     /// Whether the store can write now. After a storage failure (disk full,
@@ -356,7 +356,7 @@ impl Store {
         let prepared = self.prepare(tenant, &command)?;
         let once = match idempotency {
             Some(idempotency) => Some(Once {
-                record_key: layout::idempotency_key(
+                record_key: layout::idempotency_record_key(
                     tenant.environment_id(),
                     idempotency.key().as_str(),
                 ),
@@ -367,7 +367,7 @@ impl Store {
         };
         let engine = self.engine()?;
         let result = write(
-            &self.shared.writes,
+            &self.core.writes,
             &engine,
             tenant,
             command,
@@ -396,13 +396,13 @@ impl Store {
     /// [`Store::submit`] or [`Store::commit`] and await the [`Durable`]
     /// instead of blocking a worker.
     pub fn waits_for_disk(&self) -> bool {
-        self.shared.config.path.is_some() && self.shared.config.durability == Durability::Durable
+        self.core.config.path.is_some() && self.core.config.durability == Durability::Durable
     }
 
     /// Completed group-commit rounds of the open database: each is one sled
     /// flush plus one fdatasync. 0 in relaxed mode and for temporary stores.
     pub fn flush_rounds(&self) -> u64 {
-        match &*self.shared.slot.read() {
+        match &*self.core.slot.read() {
             Slot::Open(engine) => engine.barrier.rounds(),
             Slot::Closed(_) => 0,
         }
@@ -411,7 +411,7 @@ impl Store {
     /// The open database, reopened first if a storage failure closed it
     /// (at most one attempt per back-off interval; others fail fast).
     pub(crate) fn engine(&self) -> Result<Arc<Engine>> {
-        if let Slot::Open(engine) = &*self.shared.slot.read() {
+        if let Slot::Open(engine) = &*self.core.slot.read() {
             if engine.failure.get().is_none() {
                 return Ok(Arc::clone(engine));
             }
@@ -428,17 +428,17 @@ impl Store {
     fn recover(&self) -> Result<Arc<Engine>> {
         let unavailable = |why: &str| Error::Storage(format!("the store cannot write: {why}"));
         // One thread reopens; the others fail fast meanwhile.
-        let Some(mut recovery) = self.shared.recovery.try_lock() else {
+        let Some(mut recovery) = self.core.recovery.try_lock() else {
             return Err(unavailable("the database is being reopened"));
         };
-        let reason = match &*self.shared.slot.read() {
+        let reason = match &*self.core.slot.read() {
             Slot::Open(engine) => match engine.failure.get().cloned() {
                 None => return Ok(Arc::clone(engine)),
                 Some(reason) => reason,
             },
             Slot::Closed(reason) => reason.clone(),
         };
-        if self.shared.config.path.is_none() {
+        if self.core.config.path.is_none() {
             // A temporary database cannot be reopened without losing it.
             return Err(unavailable(&reason));
         }
@@ -449,7 +449,7 @@ impl Store {
             recovery.not_before = Some(Instant::now() + recovery.backoff);
             recovery.backoff = (recovery.backoff * 2).min(MAX_BACKOFF);
         };
-        let old = std::mem::replace(&mut *self.shared.slot.write(), Slot::Closed(reason.clone()));
+        let old = std::mem::replace(&mut *self.core.slot.write(), Slot::Closed(reason.clone()));
         if let Slot::Open(old) = old {
             // Operations still running on the old database finish first
             // (they fail fast once it has failed): sled's directory lock is
@@ -457,27 +457,27 @@ impl Store {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Arc::strong_count(&old) > 1 {
                 if Instant::now() > deadline {
-                    *self.shared.slot.write() = Slot::Open(old);
+                    *self.core.slot.write() = Slot::Open(old);
                     backoff(&mut recovery);
                     return Err(unavailable(&reason));
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-        match open_engine(&self.shared.config).and_then(|engine| {
-            probe(&engine, &self.shared.config)?;
+        match open_engine(&self.core.config).and_then(|engine| {
+            probe(&engine, &self.core.config)?;
             Ok(engine)
         }) {
             Ok(engine) => {
                 let engine = Arc::new(engine);
-                *self.shared.slot.write() = Slot::Open(Arc::clone(&engine));
+                *self.core.slot.write() = Slot::Open(Arc::clone(&engine));
                 recovery.not_before = None;
                 recovery.backoff = FIRST_BACKOFF;
                 Ok(engine)
             }
             Err(e) => {
                 let why = e.to_string();
-                *self.shared.slot.write() = Slot::Closed(why.clone());
+                *self.core.slot.write() = Slot::Closed(why.clone());
                 backoff(&mut recovery);
                 Err(unavailable(&why))
             }
@@ -486,14 +486,14 @@ impl Store {
 
     /// The current time by the store's clock (the one its timestamps use).
     pub fn now(&self) -> Timestamp {
-        self.shared.writes.now()
+        self.core.writes.now()
     }
 
     pub(crate) fn writes(&self) -> &Writes {
-        &self.shared.writes
+        &self.core.writes
     }
 
     pub(crate) fn bootstrap_lock(&self) -> MutexGuard<'_, ()> {
-        self.shared.bootstrap.lock()
+        self.core.bootstrap.lock()
     }
 }

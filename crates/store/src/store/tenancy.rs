@@ -1,7 +1,7 @@
 //! The store's tenancy calls: organizations, environments and API keys
 //! (the records and their rules are in `crate::tenancy`).
 
-use crate::error::{Entity, Error, Result};
+use crate::error::{Entity, Error, Field, InputProblem, Result};
 use crate::id::{ObjectId, fill_random, hex};
 use crate::layout;
 use crate::store::{Engine, Store};
@@ -27,7 +27,7 @@ impl Store {
     /// # Errors
     /// [`Error::InvalidInput`] for a blank or over-long name; [`Error::Storage`].
     pub fn create_organization(&self, name: &str) -> Result<Organization> {
-        validate_name("name", name)?;
+        validate_name(name)?;
         let now = self.now();
         let org = Organization {
             id: ObjectId::generate(now)?,
@@ -49,7 +49,7 @@ impl Store {
     /// [`Error::NotFound`] if the organization does not exist;
     /// [`Error::InvalidInput`]; [`Error::Storage`].
     pub fn create_environment(&self, organization: ObjectId, name: &str) -> Result<Environment> {
-        validate_name("name", name)?;
+        validate_name(name)?;
         let engine = self.engine()?;
         let trees = &engine.trees;
         if !trees
@@ -168,10 +168,7 @@ impl Store {
     /// [`Error::NotFound`] if the environment does not exist; [`Error::Storage`].
     pub fn add_key(&self, environment: ObjectId, secret: &str) -> Result<ApiKeyInfo> {
         if !(16..=255).contains(&secret.len()) || !secret.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::invalid(
-                "apiKey",
-                "an API key must be 16 to 255 visible ASCII characters",
-            ));
+            return Err(Error::invalid(Field::ApiKey, InputProblem::BadSecret));
         }
         let env = self.environment(environment)?;
         if let Some(bytes) = self
@@ -183,8 +180,8 @@ impl Store {
             let info: ApiKeyInfo = layout::decode(&bytes)?;
             if info.environment_id != env.id {
                 return Err(Error::invalid(
-                    "apiKey",
-                    "this key already belongs to another environment",
+                    Field::ApiKey,
+                    InputProblem::KeyOfAnotherEnvironment,
                 ));
             }
             return Ok(info);

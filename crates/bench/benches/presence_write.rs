@@ -1,6 +1,6 @@
 //! A quick measurement of the presence write through the embedded store:
 //! relaxed and durable modes, 1/8/64 writer threads, random subscribers.
-//! Run with `cargo bench --bench presence_write`. Prints writes/s and, for
+//! Run with `cargo bench -p subscriber-bench --bench presence_write`. Prints writes/s and, for
 //! durable mode, writes per flush round.
 
 use std::time::{Duration, Instant};
