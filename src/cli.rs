@@ -68,6 +68,18 @@ pub struct ServeArgs {
     )]
     pub idempotency_ttl_secs: u64,
 
+    /// Presence lease, in seconds: a subscriber set online goes offline by
+    /// itself this long after its last online write (its heartbeat) unless
+    /// the PATCH body's `ttlSeconds` says otherwise. 0 (the default): never,
+    /// as in Novu. At most 86400.
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_PRESENCE_TTL_SECS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=86_400)
+    )]
+    pub presence_ttl_secs: u32,
+
     /// Largest request body in bytes; larger bodies get 413.
     #[arg(long, env = "SUBSCRIBERD_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,

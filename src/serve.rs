@@ -38,7 +38,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         Config::new(&args.data)
             .durability(durability)
             .flush_interval(Duration::from_millis(args.flush_interval_ms))
-            .idempotency_ttl(Duration::from_secs(args.idempotency_ttl_secs)),
+            .idempotency_ttl(Duration::from_secs(args.idempotency_ttl_secs))
+            .presence_ttl_secs(args.presence_ttl_secs),
     )
     .map_err(|e| format!("cannot open data directory {}: {e}", args.data.display()))?;
     provision(&store, &args)?;

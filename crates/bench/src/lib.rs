@@ -48,6 +48,7 @@ pub fn document(i: u64) -> Subscriber {
         channels: vec![],
         is_online: None,
         last_online_at: None,
+        lease: None,
         organization_id: id,
         environment_id: id,
         created_at: now,

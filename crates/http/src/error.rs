@@ -120,6 +120,7 @@ pub(crate) fn field_name(field: &Field) -> String {
         Field::Name => "name".into(),
         Field::Id => "id".into(),
         Field::ApiKey => "apiKey".into(),
+        Field::TtlSeconds => "ttlSeconds".into(),
         other => other.to_string(),
     }
 }
@@ -143,6 +144,9 @@ pub(crate) fn rule_message(field: &Field, problem: &InputProblem) -> String {
         ),
         InputProblem::NotObjectOrNull => format!("{name} must be an object or null"),
         InputProblem::NotJson(why) => format!("{name} must be valid JSON: {why}"),
+        InputProblem::NotInRange { min, max } => {
+            format!("{name} must be an integer between {min} and {max}")
+        }
         other => format!("{name} is invalid: {other}"),
     }
 }

@@ -193,10 +193,21 @@ async fn submit_write(
     let json = wire::parse_json(&bytes)?;
     let (command, status) = match (matched.endpoint, &subscriber_id) {
         (Endpoint::UpdateOnlineStatus, Some(id)) => {
-            let online = wire::presence(&json)?;
-            let command = Command::SetOnline {
-                subscriber_id: id.clone(),
-                online,
+            let presence = wire::presence(&json)?;
+            // An offline write ends any lease: its ttlSeconds was checked
+            // and is ignored.
+            let command = match presence {
+                wire::Presence {
+                    online: true,
+                    ttl_seconds: Some(ttl_seconds),
+                } => Command::Heartbeat {
+                    subscriber_id: id.clone(),
+                    ttl_seconds,
+                },
+                wire::Presence { online, .. } => Command::SetOnline {
+                    subscriber_id: id.clone(),
+                    online,
+                },
             };
             (command, StatusCode::OK)
         }

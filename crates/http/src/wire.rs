@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use subscriber_store::{
     Channel, ChannelSettings, Credentials, Data, Error, Field, InputProblem, Subscriber,
-    SubscriberInput, check_provider_id, check_subscriber_id,
+    SubscriberInput, check_provider_id, check_subscriber_id, check_ttl_seconds,
 };
 
 use crate::error::{ApiError, field_error, rule_message};
@@ -43,6 +43,8 @@ pub(crate) struct SubscriberDto<'a> {
     is_online: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_online_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    online_expires_at: Option<String>,
     #[serde(rename = "_organizationId")]
     organization_id: String,
     #[serde(rename = "_environmentId")]
@@ -105,6 +107,7 @@ impl<'a> SubscriberDto<'a> {
             channels: doc.channels.iter().map(ChannelDto::new).collect(),
             is_online: doc.is_online,
             last_online_at: doc.last_online_at.map(|t| t.to_string()),
+            online_expires_at: doc.online_expires_at().map(|t| t.to_string()),
             organization_id: doc.organization_id.to_string(),
             environment_id: doc.environment_id.to_string(),
             deleted: false,
@@ -150,8 +153,17 @@ pub(crate) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// The presence body: `{"isOnline": bool}`, or the legacy `{"online": bool}`
-/// when `isOnline` is absent. Extra fields are ignored.
-pub(crate) fn presence(body: &Value) -> Result<bool, ApiError> {
+/// when `isOnline` is absent, and the optional `ttlSeconds` (SPEC section
+/// 10). Extra fields are ignored.
+#[derive(Debug)]
+pub(crate) struct Presence {
+    pub online: bool,
+    /// The lease asked for; `None`: the server default.
+    pub ttl_seconds: Option<u32>,
+}
+
+pub(crate) fn presence(body: &Value) -> Result<Presence, ApiError> {
+    let mut p = Problems(Map::new());
     let (field, value) = match body.get("isOnline") {
         Some(v) => ("isOnline", Some(v)),
         None => match body.get("online") {
@@ -159,18 +171,62 @@ pub(crate) fn presence(body: &Value) -> Result<bool, ApiError> {
             None => ("isOnline", None),
         },
     };
-    if let Some(Value::Bool(online)) = value {
-        return Ok(*online);
-    }
-    let must_be_bool = format!("{field} must be a boolean value");
-    let not_null = format!("{field} should not be null or undefined");
-    let messages: Vec<&str> = match value {
-        None | Some(Value::Null) => vec![&not_null, &must_be_bool],
-        Some(_) => vec![&must_be_bool],
+    let online = match value {
+        Some(Value::Bool(online)) => Some(*online),
+        None | Some(Value::Null) => {
+            p.add(
+                field,
+                &format!("{field} should not be null or undefined"),
+                value,
+            );
+            p.add(field, &format!("{field} must be a boolean value"), value);
+            None
+        }
+        Some(_) => {
+            p.add(field, &format!("{field} must be a boolean value"), value);
+            None
+        }
     };
-    let mut errors = Map::new();
-    errors.insert(field.into(), field_error(&messages, value));
-    Err(ApiError::validation(errors))
+    let ttl = body.get("ttlSeconds");
+    let ttl_seconds = match ttl {
+        None | Some(Value::Null) => None,
+        Some(value) => match whole_number(value).map(check_ttl_seconds) {
+            Some(Ok(ttl)) => Some(ttl),
+            Some(Err(problem)) => {
+                p.broken(Field::TtlSeconds, &problem, Some(value));
+                None
+            }
+            // Not a whole number at all: out of the range as Novu words it.
+            None => {
+                let problem = check_ttl_seconds(u64::MAX).err();
+                if let Some(problem) = problem {
+                    p.broken(Field::TtlSeconds, &problem, Some(value));
+                }
+                None
+            }
+        },
+    };
+    match online {
+        Some(online) if p.0.is_empty() => Ok(Presence {
+            online,
+            ttl_seconds,
+        }),
+        _ => Err(ApiError::validation(p.0)),
+    }
+}
+
+/// A JSON number that is a whole number at least 0 (`5.0` is 5); `None`
+/// for anything else.
+fn whole_number(value: &Value) -> Option<u64> {
+    let Value::Number(n) = value else {
+        return None;
+    };
+    if let Some(whole) = n.as_u64() {
+        return Some(whole);
+    }
+    let float = n.as_f64()?;
+    // Above u64's range saturates, and then fails the range check.
+    (float.fract() == 0.0 && float >= 0.0).then_some(float as u64)
 }
 
 /// Collects per-field problems of a create body.
@@ -428,10 +484,11 @@ mod tests {
 
     #[test]
     fn presence_accepts_booleans_and_the_online_alias() {
-        assert_eq!(presence(&json!({"isOnline": true})).ok(), Some(true));
-        assert_eq!(presence(&json!({"online": false})).ok(), Some(false));
+        let online = |body: Value| presence(&body).ok().map(|p| p.online);
+        assert_eq!(online(json!({"isOnline": true})), Some(true));
+        assert_eq!(online(json!({"online": false})), Some(false));
         assert_eq!(
-            presence(&json!({"isOnline": false, "online": true, "x": 1})).ok(),
+            online(json!({"isOnline": false, "online": true, "x": 1})),
             Some(false)
         );
     }
@@ -452,6 +509,49 @@ mod tests {
         for body in [json!([]), json!(1), json!("x"), json!(null)] {
             assert!(presence(&body).is_err(), "{body}");
         }
+    }
+
+    #[test]
+    fn ttl_seconds_is_a_whole_number_from_0_to_86400() {
+        let ttl = |body: Value| presence(&body).map(|p| p.ttl_seconds);
+        assert_eq!(ttl(json!({"isOnline": true})).ok(), Some(None));
+        assert_eq!(
+            ttl(json!({"isOnline": true, "ttlSeconds": null})).ok(),
+            Some(None)
+        );
+        assert_eq!(
+            ttl(json!({"isOnline": true, "ttlSeconds": 0})).ok(),
+            Some(Some(0))
+        );
+        assert_eq!(
+            ttl(json!({"isOnline": true, "ttlSeconds": 5.0})).ok(),
+            Some(Some(5))
+        );
+        assert_eq!(
+            ttl(json!({"isOnline": false, "ttlSeconds": 86400})).ok(),
+            Some(Some(86_400))
+        );
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!("30"),
+            json!(true),
+            json!(86_401),
+            json!([30]),
+            json!(1e30),
+        ] {
+            let error =
+                ttl(json!({"isOnline": true, "ttlSeconds": bad.clone()})).expect_err("rejected");
+            let errors = Value::Object(error.errors().expect("errors").clone());
+            assert_eq!(
+                errors,
+                json!({"ttlSeconds": {"messages": ["ttlSeconds must be an integer between 0 and 86400"], "value": bad}})
+            );
+        }
+        // Both fields' problems together.
+        let error = presence(&json!({"isOnline": "yes", "ttlSeconds": -3})).expect_err("bad");
+        let errors = error.errors().expect("errors");
+        assert!(errors.contains_key("isOnline") && errors.contains_key("ttlSeconds"));
     }
 
     #[test]

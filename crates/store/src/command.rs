@@ -4,8 +4,8 @@
 use crate::clock::Timestamp;
 use crate::error::{Entity, Error, Result};
 use crate::id::ObjectId;
-use crate::layout;
 use crate::precondition::Precondition;
+use crate::presence::validate_ttl_seconds;
 use crate::subscriber::{Subscriber, SubscriberInput, validate_subscriber_id};
 use crate::tenancy::Tenant;
 
@@ -22,7 +22,9 @@ pub enum Command {
         /// Fail with [`Error::AlreadyExists`] instead of updating.
         fail_if_exists: bool,
     },
-    /// The presence write: set `isOnline`.
+    /// The presence write: set `isOnline`. Going online starts or moves a
+    /// lease of the store's default TTL ([`Config::presence_ttl_secs`](crate::Config::presence_ttl_secs);
+    /// none when it is 0); going offline ends any lease.
     SetOnline {
         /// Which subscriber.
         subscriber_id: String,
@@ -34,15 +36,25 @@ pub enum Command {
         /// Which subscriber.
         subscriber_id: String,
     },
+    /// A heartbeat: the presence write going online with a lease of its
+    /// own length (SPEC section 10): the subscriber goes offline by itself
+    /// `ttl_seconds` after this write unless another online write comes.
+    /// 0 means no lease (and ends a running one).
+    Heartbeat {
+        /// Which subscriber.
+        subscriber_id: String,
+        /// The lease's length, 0 to [`MAX_TTL_SECONDS`](crate::MAX_TTL_SECONDS).
+        ttl_seconds: u32,
+    },
 }
 
 impl Command {
     pub(crate) fn subscriber_id(&self) -> &str {
         match self {
             Command::Upsert { input, .. } => &input.subscriber_id,
-            Command::SetOnline { subscriber_id, .. } | Command::Delete { subscriber_id } => {
-                subscriber_id
-            }
+            Command::SetOnline { subscriber_id, .. }
+            | Command::Delete { subscriber_id }
+            | Command::Heartbeat { subscriber_id, .. } => subscriber_id,
         }
     }
 
@@ -51,6 +63,13 @@ impl Command {
             Command::Upsert { input, .. } => input.validate(),
             Command::SetOnline { subscriber_id, .. } | Command::Delete { subscriber_id } => {
                 validate_subscriber_id(subscriber_id)
+            }
+            Command::Heartbeat {
+                subscriber_id,
+                ttl_seconds,
+            } => {
+                validate_subscriber_id(subscriber_id)?;
+                validate_ttl_seconds(*ttl_seconds).map(drop)
             }
         }
     }
@@ -65,7 +84,9 @@ pub(crate) enum Change {
 
 /// The pure part of a write: what the document becomes and what to store.
 /// `now` is raised to the latest time already in the document, so a write
-/// never moves its times backwards.
+/// never moves its times backwards. A lease whose deadline has passed
+/// expires first (its own version), and the write applies on top.
+/// `default_ttl` is the lease an online [`Command::SetOnline`] takes.
 pub(crate) fn decide(
     command: Command,
     current: Option<Subscriber>,
@@ -73,8 +94,10 @@ pub(crate) fn decide(
     tenant: &Tenant,
     now: Timestamp,
     fresh_id: ObjectId,
+    default_ttl: u32,
 ) -> Result<(Subscriber, Change)> {
     let now = current.as_ref().map_or(now, |doc| doc.write_time(now));
+    let current = current.map(|doc| doc.as_of(now));
     let current_version = current.as_ref().map(|d| d.version);
     let check_version = || match expected {
         Some(expected) if !expected.holds(current_version) => Err(Error::VersionConflict {
@@ -93,14 +116,21 @@ pub(crate) fn decide(
                 return Err(Error::AlreadyExists { current });
             }
             let doc = input.apply(current, tenant, now, fresh_id);
-            let bytes = layout::encode(&doc)?;
+            let bytes = doc.encode()?;
             Ok((doc, Change::Put(bytes)))
         }
         Command::SetOnline { online, .. } => {
             let mut doc = current.ok_or(Error::NotFound(Entity::Subscriber))?;
             check_version()?;
-            doc.set_online(online, now);
-            let bytes = layout::encode(&doc)?;
+            doc.set_online(online, default_ttl, now);
+            let bytes = doc.encode()?;
+            Ok((doc, Change::Put(bytes)))
+        }
+        Command::Heartbeat { ttl_seconds, .. } => {
+            let mut doc = current.ok_or(Error::NotFound(Entity::Subscriber))?;
+            check_version()?;
+            doc.set_online(true, ttl_seconds, now);
+            let bytes = doc.encode()?;
             Ok((doc, Change::Put(bytes)))
         }
         Command::Delete { .. } => {

@@ -29,6 +29,8 @@ pub struct Config {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) cache_bytes: u64,
     pub(crate) idempotency_ttl: Duration,
+    pub(crate) presence_ttl_secs: u32,
+    pub(crate) background_expiry: bool,
 }
 
 impl Config {
@@ -50,6 +52,8 @@ impl Config {
             clock: Arc::new(SystemClock),
             cache_bytes: 256 * 1024 * 1024,
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            presence_ttl_secs: 0,
+            background_expiry: true,
         }
     }
 
@@ -76,6 +80,25 @@ impl Config {
     /// with the store's clock). An expired record is as if absent.
     pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
         self.idempotency_ttl = ttl;
+        self
+    }
+
+    /// The presence lease an online [`Command::SetOnline`](crate::Command::SetOnline)
+    /// starts, in seconds (SPEC section 10): the subscriber goes offline by
+    /// itself this long after its last online write. 0 (the default, Novu's
+    /// behaviour): no lease. At most [`MAX_TTL_SECONDS`](crate::MAX_TTL_SECONDS);
+    /// [`Store::open`](crate::Store::open) refuses more.
+    pub fn presence_ttl_secs(mut self, seconds: u32) -> Self {
+        self.presence_ttl_secs = seconds;
+        self
+    }
+
+    /// Whether a thread of the store writes lease expiries as they fall due
+    /// (default `true`). Off, nothing is written until the application calls
+    /// [`Store::expire_due`](crate::Store::expire_due); reads still show a
+    /// passed lease as expired. For tests that drive expiry step by step.
+    pub fn background_expiry(mut self, on: bool) -> Self {
+        self.background_expiry = on;
         self
     }
 

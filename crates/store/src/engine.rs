@@ -39,7 +39,7 @@ impl Engine {
 
 pub(crate) fn read(engine: &Engine, key: &[u8]) -> Result<Option<Subscriber>> {
     match engine.trees.subscribers.get(key)? {
-        Some(bytes) => layout::decode(&bytes).map(Some),
+        Some(bytes) => Subscriber::decode(&bytes).map(Some),
         None => Ok(None),
     }
 }

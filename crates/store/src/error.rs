@@ -134,6 +134,8 @@ pub enum Field {
     Id,
     /// An API key's secret.
     ApiKey,
+    /// A presence lease's length, in seconds.
+    TtlSeconds,
 }
 
 impl std::fmt::Display for Field {
@@ -145,6 +147,7 @@ impl std::fmt::Display for Field {
             Field::Name => f.write_str("name"),
             Field::Id => f.write_str("id"),
             Field::ApiKey => f.write_str("API key"),
+            Field::TtlSeconds => f.write_str("lease TTL in seconds"),
         }
     }
 }
@@ -175,6 +178,13 @@ pub enum InputProblem {
     BadSecret,
     /// Already the key of another environment.
     KeyOfAnotherEnvironment,
+    /// Not a whole number from `min` to `max`.
+    NotInRange {
+        /// The least it may be.
+        min: u64,
+        /// The most it may be.
+        max: u64,
+    },
 }
 
 impl InputProblem {
@@ -206,6 +216,9 @@ impl std::fmt::Display for InputProblem {
             InputProblem::BadSecret => f.write_str("it is not 16 to 255 visible ASCII characters"),
             InputProblem::KeyOfAnotherEnvironment => {
                 f.write_str("it already belongs to another environment")
+            }
+            InputProblem::NotInRange { min, max } => {
+                write!(f, "it is not a whole number from {min} to {max}")
             }
         }
     }

@@ -10,7 +10,7 @@ pub use crate::error::KeyProblem;
 use crate::error::{Entity, Error, Result};
 use crate::layout::{self, Trees};
 use crate::precondition::Precondition;
-use crate::subscriber::{Subscriber, Version};
+use crate::subscriber::{self, Subscriber, Version};
 
 /// The longest idempotency key, in characters.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -126,8 +126,8 @@ pub struct Executed {
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 // Built once per write and encoded straight away; boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum RecordedOutcome {
-    Document(Subscriber),
+pub(crate) enum RecordedOutcome<D = Subscriber> {
+    Document(D),
     SubscriberNotFound,
     VersionConflict {
         expected: Precondition,
@@ -169,16 +169,38 @@ impl RecordedOutcome {
 /// [`RECORD_FORMAT`]; records of format 1 (no annotation, a single expected
 /// version) are still read.
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-pub(crate) struct IdempotencyRecord {
+pub(crate) struct IdempotencyRecord<D = Subscriber> {
     pub fingerprint: [u8; 32],
     pub executed_at: Timestamp,
     pub expires_at: Timestamp,
     pub annotation: Vec<u8>,
-    pub outcome: RecordedOutcome,
+    pub outcome: RecordedOutcome<D>,
 }
 
-/// The format version of idempotency records written by this build.
-pub(crate) const RECORD_FORMAT: u8 = 2;
+/// The format version of idempotency records written by this build (format
+/// 2 held documents of format 1, without a lease).
+pub(crate) const RECORD_FORMAT: u8 = 3;
+
+impl IdempotencyRecord<subscriber::v1::Subscriber> {
+    fn upgrade(self) -> IdempotencyRecord {
+        IdempotencyRecord {
+            fingerprint: self.fingerprint,
+            executed_at: self.executed_at,
+            expires_at: self.expires_at,
+            annotation: self.annotation,
+            outcome: match self.outcome {
+                RecordedOutcome::Document(doc) => RecordedOutcome::Document(doc.into()),
+                RecordedOutcome::SubscriberNotFound => RecordedOutcome::SubscriberNotFound,
+                RecordedOutcome::VersionConflict { expected, current } => {
+                    RecordedOutcome::VersionConflict { expected, current }
+                }
+                RecordedOutcome::AlreadyExists { current } => {
+                    RecordedOutcome::AlreadyExists { current }
+                }
+            },
+        }
+    }
+}
 
 impl IdempotencyRecord {
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
@@ -188,6 +210,8 @@ impl IdempotencyRecord {
     pub(crate) fn decode(bytes: &[u8]) -> Result<IdempotencyRecord> {
         match layout::split_format(bytes)? {
             (RECORD_FORMAT, body) => layout::decode_body(body),
+            (2, body) => layout::decode_body::<IdempotencyRecord<subscriber::v1::Subscriber>>(body)
+                .map(IdempotencyRecord::upgrade),
             (1, body) => layout::decode_body::<v1::Record>(body).map(v1::Record::upgrade),
             (version, _) => Err(layout::unsupported(version)),
         }
@@ -196,7 +220,8 @@ impl IdempotencyRecord {
 
 /// Idempotency records as format 1 wrote them.
 mod v1 {
-    use super::{IdempotencyRecord, Precondition, RecordedOutcome, Subscriber, Timestamp, Version};
+    use super::{IdempotencyRecord, Precondition, RecordedOutcome, Timestamp, Version};
+    use crate::subscriber::v1::Subscriber;
 
     #[derive(bincode::Decode)]
     pub(super) struct Record {
@@ -228,7 +253,7 @@ mod v1 {
                 expires_at: self.expires_at,
                 annotation: Vec::new(),
                 outcome: match self.outcome {
-                    Outcome::Document(doc) => RecordedOutcome::Document(doc),
+                    Outcome::Document(doc) => RecordedOutcome::Document(doc.into()),
                     Outcome::SubscriberNotFound => RecordedOutcome::SubscriberNotFound,
                     Outcome::VersionConflict { expected, current } => {
                         RecordedOutcome::VersionConflict {
@@ -306,6 +331,7 @@ mod tests {
             channels: vec![],
             is_online: Some(true),
             last_online_at: Some(now),
+            lease: None,
             organization_id: ObjectId::from_bytes([1; 12]),
             environment_id: ObjectId::from_bytes([2; 12]),
             created_at: now,

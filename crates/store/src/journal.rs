@@ -244,7 +244,7 @@ fn redo(trees: &Trees, entry: &JournalEntry) -> Result<()> {
         )?;
     }
     let current: Option<Subscriber> = match trees.subscribers.get(&entry.doc_key)? {
-        Some(bytes) => Some(layout::decode(&bytes)?),
+        Some(bytes) => Some(Subscriber::decode(&bytes)?),
         None => None,
     };
     match entry.step {
@@ -266,9 +266,7 @@ fn redo(trees: &Trees, entry: &JournalEntry) -> Result<()> {
                 Some(cur) => cur.id == doc.id && cur.version < doc.version,
             };
             if missing {
-                trees
-                    .subscribers
-                    .insert(&entry.doc_key, layout::encode(&doc)?)?;
+                trees.subscribers.insert(&entry.doc_key, doc.encode()?)?;
             }
             Ok(())
         }
@@ -316,6 +314,7 @@ mod tests {
             channels: vec![],
             is_online: Some(true),
             last_online_at: None,
+            lease: None,
             organization_id: ObjectId::from_bytes([1; 12]),
             environment_id: ObjectId::from_bytes([2; 12]),
             created_at: Timestamp::from_millis(1),
@@ -362,7 +361,7 @@ mod tests {
             .subscribers
             .get(b"u")
             .expect("get")
-            .map(|b| layout::decode(&b).expect("doc"))
+            .map(|b| Subscriber::decode(&b).expect("doc"))
     }
 
     #[test]
@@ -371,7 +370,7 @@ mod tests {
         let v1 = doc(9, 1);
         trees
             .subscribers
-            .insert(b"u", layout::encode(&doc(9, 0)).expect("doc"))
+            .insert(b"u", (doc(9, 0)).encode().expect("doc"))
             .expect("put");
         journalled_put(&trees, 0, b"k1", &v1); // the crash came before the change
         let journal = recover(&trees).expect("recover");
@@ -395,7 +394,7 @@ mod tests {
         journalled_put(&trees, 0, b"k1", &doc(9, 1));
         trees
             .subscribers
-            .insert(b"u", layout::encode(&doc(9, 2)).expect("doc"))
+            .insert(b"u", (doc(9, 2)).encode().expect("doc"))
             .expect("put");
         recover(&trees).expect("recover");
         assert_eq!(current(&trees).map(|d| d.version), Some(Version(2)));
@@ -458,7 +457,7 @@ mod tests {
         if recreate {
             trees
                 .subscribers
-                .insert(b"u", layout::encode(&doc(8, 0)).expect("doc"))
+                .insert(b"u", (doc(8, 0)).encode().expect("doc"))
                 .expect("put");
         }
         trees

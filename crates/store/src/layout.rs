@@ -85,6 +85,11 @@ pub(crate) struct Trees {
     /// the change and removed once the low-watermark has passed it (see
     /// journal.rs)
     pub journal: sled::Tree,
+    /// lease deadline in ms (8 bytes, big-endian) ++ the `subscribers` key
+    /// -> empty: every running lease's deadline, in deadline order, written
+    /// before the document that holds it; an entry whose document no longer
+    /// holds that deadline is stale and dropped when it comes due
+    pub leases: sled::Tree,
     /// `store_id` -> 16 random bytes, also in `IDENTITY_FILE`;
     /// `journal_mark` -> the journal's low-watermark (8 bytes, big-endian)
     pub meta: sled::Tree,
@@ -100,6 +105,7 @@ impl Trees {
             idempotency: db.open_tree("idempotency")?,
             idempotency_expiry: db.open_tree("idempotency_expiry")?,
             journal: db.open_tree("journal")?,
+            leases: db.open_tree("leases")?,
             meta: db.open_tree("meta")?,
         })
     }
@@ -200,6 +206,12 @@ pub(crate) fn split_expiry_key(key: &[u8]) -> Option<(Timestamp, &[u8])> {
     ))
 }
 
+/// Key of an entry in `leases`: the deadline, then the document's key (the
+/// same shape as an `idempotency_expiry` key, so [`split_expiry_key`] splits it).
+pub(crate) fn lease_key(expires_at: Timestamp, doc_key: &[u8]) -> Vec<u8> {
+    expiry_key(expires_at, doc_key)
+}
+
 /// Encodes a record with its envelope.
 pub(crate) fn encode<T: bincode::Encode>(record: &T) -> Result<Vec<u8>> {
     encode_as(FORMAT_VERSION, record)
@@ -261,7 +273,7 @@ mod tests {
     use super::*;
     use crate::subscriber::{Data, Subscriber, Version};
 
-    fn sample() -> Subscriber {
+    pub(super) fn sample() -> Subscriber {
         Subscriber {
             id: ObjectId::from_bytes([1; 12]),
             subscriber_id: "u1".into(),
@@ -274,6 +286,7 @@ mod tests {
             channels: vec![],
             is_online: Some(false),
             last_online_at: Some(Timestamp::from_millis(5)),
+            lease: None,
             organization_id: ObjectId::from_bytes([2; 12]),
             environment_id: ObjectId::from_bytes([3; 12]),
             created_at: Timestamp::from_millis(1),
@@ -284,12 +297,10 @@ mod tests {
         }
     }
 
-    /// Pins format version 1: if this fails, the record layout changed and
-    /// needs a new FORMAT_VERSION with a reader for the old one.
-    #[test]
-    fn format_version_1_is_stable() {
-        let bytes = encode(&sample()).expect("encodes");
-        let expected: Vec<u8> = [
+    /// The format-1 document bytes (before leases), as the first version
+    /// wrote them.
+    pub(super) fn format_1_bytes() -> Vec<u8> {
+        [
             &[1u8][..],
             &[1; 12],
             &[2, b'u', b'1'],
@@ -306,26 +317,62 @@ mod tests {
             &[1, 7, b'{', b'"', b'k', b'"', b':', b'1', b'}'],
             &[0],
         ]
+        .concat()
+    }
+
+    /// Pins document format 2 (format 1 plus the lease after
+    /// `last_online_at`) and that format 1 is still read: if this fails,
+    /// the layout changed and needs a new format with a reader for the old.
+    #[test]
+    fn document_formats_are_stable() {
+        let v1 = format_1_bytes();
+        assert_eq!(Subscriber::decode(&v1).expect("format 1 decodes"), sample());
+        let mut leased = sample();
+        leased.is_online = Some(true);
+        leased.lease = Some(crate::subscriber::Lease {
+            heard_at: Timestamp::from_millis(5),
+            expires_at: Timestamp::from_millis(250),
+        });
+        let bytes = leased.encode().expect("encodes");
+        let expected: Vec<u8> = [
+            &[2u8][..],
+            &[1; 12],
+            &[2, b'u', b'1'],
+            &[1, 3, b'A', b'd', b'a'],
+            &[0],
+            &[1, 0],
+            &[0, 0, 0],
+            &[0],
+            &[1, 1],
+            &[1, 5],
+            &[1, 5, 250],
+            &[2; 12],
+            &[3; 12],
+            &[1, 5, 7],
+            &[1, 7, b'{', b'"', b'k', b'"', b':', b'1', b'}'],
+            &[0],
+        ]
         .concat();
         assert_eq!(bytes, expected);
-        assert_eq!(decode::<Subscriber>(&bytes).expect("decodes"), sample());
+        assert_eq!(Subscriber::decode(&bytes).expect("decodes"), leased);
     }
 
     #[test]
     fn unknown_version_and_garbage_are_errors() {
-        let mut bytes = encode(&sample()).expect("encodes");
+        let mut bytes = sample().encode().expect("encodes");
         bytes[0] = 9;
         assert!(
-            matches!(decode::<Subscriber>(&bytes), Err(Error::Corrupt(m)) if m.contains("version 9"))
+            matches!(Subscriber::decode(&bytes), Err(Error::Corrupt(m)) if m.contains("version 9"))
         );
-        assert!(decode::<Subscriber>(&[]).is_err());
-        let good = encode(&sample()).expect("encodes");
-        for cut in 0..good.len() {
-            assert!(decode::<Subscriber>(&good[..cut]).is_err(), "cut at {cut}");
+        assert!(Subscriber::decode(&[]).is_err());
+        for good in [sample().encode().expect("encodes"), format_1_bytes()] {
+            for cut in 0..good.len() {
+                assert!(Subscriber::decode(&good[..cut]).is_err(), "cut at {cut}");
+            }
+            let mut long = good.clone();
+            long.push(0);
+            assert!(Subscriber::decode(&long).is_err());
         }
-        let mut long = good.clone();
-        long.push(0);
-        assert!(decode::<Subscriber>(&long).is_err());
     }
 }
 
@@ -431,6 +478,36 @@ mod pinned {
         );
     }
 
+    /// Records of format 2 held a document of format 1 (no lease): still
+    /// read, the document with no lease.
+    #[test]
+    fn idempotency_records_of_format_2_are_still_read() {
+        let conflict = PINNED_IDEMPOTENCY[0].replacen("03", "02", 1);
+        let bytes: Vec<u8> = (0..conflict.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&conflict[i..i + 2], 16).expect("hex"))
+            .collect();
+        let record = IdempotencyRecord::decode(&bytes).expect("format 2 decodes");
+        assert_eq!(record.annotation, b"/p");
+        let header = bincode::encode_to_vec(
+            (
+                [9u8; 32],
+                Timestamp::from_millis(10),
+                Timestamp::from_millis(20),
+                b"/p".to_vec(),
+            ),
+            BINCODE,
+        )
+        .expect("header");
+        let document_v1 = &super::tests::format_1_bytes()[1..];
+        let bytes = [&[2u8][..], &header, &[0], document_v1].concat();
+        let record = IdempotencyRecord::decode(&bytes).expect("format 2 with a document decodes");
+        assert_eq!(
+            record.outcome,
+            RecordedOutcome::Document(super::tests::sample())
+        );
+    }
+
     const PINNED_TENANCY: [&str; 4] = [
         "010101010101010101010101010441636d65fb2c01",
         "010202020202020202020202020101010101010101010101010344657605",
@@ -439,7 +516,7 @@ mod pinned {
         "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b",
     ];
     const PINNED_IDEMPOTENCY: [&str; 2] = [
-        "0209090909090909090909090909090909090909090909090909090909090909090a14022f7002010201020103",
+        "0309090909090909090909090909090909090909090909090909090909090909090a14022f7002010201020103",
         "950167a9e17ee912765d0eef7887496708da00c8ebf6db6399232353a7df65b0",
     ];
 }

@@ -47,6 +47,7 @@ mod config;
 mod durability;
 mod engine;
 mod error;
+mod expiry;
 mod id;
 mod idempotency;
 mod journal;
@@ -66,10 +67,11 @@ pub use id::ObjectId;
 pub use idempotency::{Executed, Idempotency, IdempotencyKey, KeyProblem, MAX_IDEMPOTENCY_KEY_LEN};
 pub use layout::MAX_RECORD_BYTES;
 pub use precondition::Precondition;
+pub use presence::{MAX_TTL_SECONDS, check_ttl_seconds};
 pub use store::{Durable, Store};
 pub use subscriber::{
-    Channel, ChannelSettings, Credentials, Data, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS, Subscriber,
-    SubscriberInput, Version, check_provider_id, check_subscriber_id,
+    Channel, ChannelSettings, Credentials, Data, Lease, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS,
+    Subscriber, SubscriberInput, Version, check_provider_id, check_subscriber_id,
 };
 pub use tenancy::{ApiKeyInfo, Environment, IssuedKey, Organization, Tenant};
 

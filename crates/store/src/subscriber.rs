@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::Timestamp;
 use crate::error::{Error, Field, InputProblem, Result};
 use crate::id::ObjectId;
+use crate::layout;
 pub use crate::precondition::Version;
 use crate::tenancy::Tenant;
 
@@ -220,6 +221,9 @@ pub struct Subscriber {
     /// `None` until the first presence write.
     pub is_online: Option<bool>,
     pub last_online_at: Option<Timestamp>,
+    /// The presence lease while one runs (SPEC section 10): only while
+    /// online. Shown on the wire as `onlineExpiresAt`.
+    pub lease: Option<Lease>,
     pub organization_id: ObjectId,
     pub environment_id: ObjectId,
     pub created_at: Timestamp,
@@ -228,6 +232,88 @@ pub struct Subscriber {
     pub version: Version,
     pub data: Option<Data>,
     pub timezone: Option<String>,
+}
+
+/// A running presence lease: the subscriber is online until `expires_at`
+/// unless another online write (a heartbeat) moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Lease {
+    /// The last online write: the last moment the subscriber was known online.
+    pub heard_at: Timestamp,
+    /// When the subscriber goes offline without another heartbeat.
+    pub expires_at: Timestamp,
+}
+
+/// The format version of subscriber documents written by this build
+/// (format 1 had no lease).
+pub(crate) const DOCUMENT_FORMAT: u8 = 2;
+
+impl Subscriber {
+    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
+        layout::encode_as(DOCUMENT_FORMAT, self)
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Subscriber> {
+        match layout::split_format(bytes)? {
+            (DOCUMENT_FORMAT, body) => layout::decode_body(body),
+            (1, body) => layout::decode_body::<v1::Subscriber>(body).map(Subscriber::from),
+            (version, _) => Err(layout::unsupported(version)),
+        }
+    }
+}
+
+/// Documents as format 1 wrote them (before leases); idempotency records
+/// of formats 1 and 2 hold them too.
+pub(crate) mod v1 {
+    use super::{Channel, Data, ObjectId, Timestamp, Version};
+
+    #[derive(Debug, Clone, PartialEq, Eq, bincode::Decode)]
+    pub(crate) struct Subscriber {
+        id: ObjectId,
+        subscriber_id: String,
+        first_name: Option<String>,
+        last_name: Option<String>,
+        email: Option<Option<String>>,
+        phone: Option<String>,
+        avatar: Option<String>,
+        locale: Option<String>,
+        channels: Vec<Channel>,
+        is_online: Option<bool>,
+        last_online_at: Option<Timestamp>,
+        organization_id: ObjectId,
+        environment_id: ObjectId,
+        created_at: Timestamp,
+        updated_at: Timestamp,
+        version: Version,
+        data: Option<Data>,
+        timezone: Option<String>,
+    }
+
+    impl From<Subscriber> for super::Subscriber {
+        fn from(old: Subscriber) -> Self {
+            super::Subscriber {
+                id: old.id,
+                subscriber_id: old.subscriber_id,
+                first_name: old.first_name,
+                last_name: old.last_name,
+                email: old.email,
+                phone: old.phone,
+                avatar: old.avatar,
+                locale: old.locale,
+                channels: old.channels,
+                is_online: old.is_online,
+                last_online_at: old.last_online_at,
+                lease: None,
+                organization_id: old.organization_id,
+                environment_id: old.environment_id,
+                created_at: old.created_at,
+                updated_at: old.updated_at,
+                version: old.version,
+                data: old.data,
+                timezone: old.timezone,
+            }
+        }
+    }
 }
 
 /// What a create/upsert sets: the id, and each other field as given.
@@ -315,6 +401,7 @@ impl SubscriberInput {
                 channels: Vec::new(),
                 is_online: None,
                 last_online_at: None,
+                lease: None,
                 organization_id: tenant.organization_id(),
                 environment_id: tenant.environment_id(),
                 created_at: now,

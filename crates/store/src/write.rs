@@ -3,8 +3,10 @@
 //! 1. with an idempotency key: the key's lock, then its record: a live
 //!    record replays (or refuses another request under the same key);
 //! 2. the subscriber's lock; the clock and the document read under it;
-//! 3. `decide` (the rules: existence, the expected version, the presence rule, merge);
-//! 4. the change: a plain write inserts the document; a keyed write (and any
+//! 3. `decide` (the rules: a passed lease expires first, existence, the
+//!    expected version, the presence rule, merge);
+//! 4. the change: a new lease deadline's index entry first; then a plain
+//!    write inserts the document; a keyed write (and any
 //!    delete) first its journal entry, then its record and expiry entry,
 //!    then the document (journal.rs: why that is atomic after a crash);
 //! 5. a durability ticket, taken before the locks are released;
@@ -29,6 +31,7 @@ use crate::idempotency::{Executed, IdempotencyRecord, RecordedOutcome, purge_exp
 use crate::journal::{JournalEntry, Step};
 use crate::layout;
 use crate::precondition::Precondition;
+use crate::subscriber::Subscriber;
 use crate::tenancy::Tenant;
 
 /// How many expired records an idempotent write purges on its way out.
@@ -45,6 +48,8 @@ const STRIPES: usize = 1024;
 pub(crate) struct Writes {
     clock: Arc<dyn Clock>,
     idempotency_ttl: Duration,
+    /// The lease an online `SetOnline` starts (0: none).
+    presence_ttl_secs: u32,
     stripes: Box<[Mutex<()>]>,
     /// Taken before, never while holding, a subscriber stripe.
     idempotency_stripes: Box<[Mutex<()>]>,
@@ -57,10 +62,15 @@ pub(crate) struct Writes {
 }
 
 impl Writes {
-    pub(crate) fn new(clock: Arc<dyn Clock>, idempotency_ttl: Duration) -> Writes {
+    pub(crate) fn new(
+        clock: Arc<dyn Clock>,
+        idempotency_ttl: Duration,
+        presence_ttl_secs: u32,
+    ) -> Writes {
         Writes {
             clock,
             idempotency_ttl,
+            presence_ttl_secs,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             idempotency_stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
@@ -79,7 +89,7 @@ impl Writes {
         (h.finish() % STRIPES as u64) as usize
     }
 
-    fn lock_stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+    pub(crate) fn lock_stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
         self.stripes[self.stripe(key)].lock()
     }
 
@@ -157,8 +167,26 @@ pub(crate) fn write(
     // times in the order they commit.
     let now = store.now();
     let current = read(engine, &prepared.doc_key)?;
-    let decided = decide(command, current, expected, tenant, now, prepared.fresh_id);
+    let held = current.as_ref().and_then(Subscriber::online_expires_at);
+    let decided = decide(
+        command,
+        current,
+        expected,
+        tenant,
+        now,
+        prepared.fresh_id,
+        store.presence_ttl_secs,
+    );
     let trees = &engine.trees;
+    // A new deadline goes into the index before anything else of the
+    // write, so a document that holds a deadline always has its entry.
+    if let Ok((doc, Change::Put(_))) = &decided {
+        if let Some(deadline) = doc.online_expires_at().filter(|d| Some(*d) != held) {
+            trees
+                .leases
+                .insert(layout::lease_key(deadline, &prepared.doc_key), &[][..])?;
+        }
+    }
     let Some(once) = once else {
         let (doc, change) = decided?;
         let mut ended = None;

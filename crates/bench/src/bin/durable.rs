@@ -178,7 +178,7 @@ fn one(
                     let n = rng.below(subscribers);
                     let key = subscriber_id(n);
                     let mut doc = decode(&tree.get(&key).unwrap().unwrap());
-                    doc.set_online(n % 2 == 0, now);
+                    doc.set_online(n % 2 == 0, 0, now);
                     tree.insert(&key, encode(&doc)).unwrap();
                     db.flush().unwrap();
                     log.sync_data().unwrap();
@@ -233,7 +233,7 @@ fn one(
                         })
                         .unwrap();
                     let mut doc = decode(&bytes);
-                    doc.set_online(n % 2 == 0, now);
+                    doc.set_online(n % 2 == 0, 0, now);
                     tx.execute(
                         "UPDATE subscribers SET doc = ?1 WHERE id = ?2",
                         rusqlite::params![encode(&doc), key],

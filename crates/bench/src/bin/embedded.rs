@@ -90,7 +90,7 @@ fn one(
                 loop {
                     let old = tree.get(&key).unwrap().unwrap();
                     let mut doc = decode(&old);
-                    doc.set_online(online, now);
+                    doc.set_online(online, 0, now);
                     let new = encode(&doc);
                     if !cas {
                         tree.insert(&key, new).unwrap();

@@ -3,6 +3,7 @@
 //! subscriber's stripe, read, decide, commit, wait for durability).
 
 mod idempotency;
+mod leases;
 mod tenancy;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::id::ObjectId;
 use crate::idempotency::{Executed, Idempotency};
 use crate::layout::{self};
 use crate::precondition::Precondition;
+use crate::presence::validate_ttl_seconds;
 use crate::subscriber::{Subscriber, SubscriberInput, validate_subscriber_id};
 use crate::tenancy::Tenant;
 use crate::write::{Once, Prepared, Writes, write};
@@ -41,6 +43,9 @@ struct StoreCore {
     /// The write path's clock, locks and purge mark: they outlive a reopen.
     writes: Writes,
     bootstrap: Mutex<()>,
+    /// Declared last: dropped (stopped and joined) after everything else
+    /// of the core is no longer in use.
+    expiry: leases::ExpiryThread,
 }
 
 #[derive(Debug)]
@@ -152,19 +157,30 @@ impl Store {
     /// locked (another process has it open); [`Error::Corrupt`] when sled
     /// finds its files damaged.
     pub fn open(config: Config) -> Result<Store> {
+        validate_ttl_seconds(config.presence_ttl_secs)?;
         let engine = open_engine(&config)?;
-        Ok(Store {
-            core: Arc::new(StoreCore {
-                slot: RwLock::new(Slot::Open(Arc::new(engine))),
-                recovery: Mutex::new(Recovery {
-                    not_before: None,
-                    backoff: FIRST_BACKOFF,
-                }),
-                writes: Writes::new(Arc::clone(&config.clock), config.idempotency_ttl),
-                bootstrap: Mutex::new(()),
-                config,
+        let core = Arc::new(StoreCore {
+            slot: RwLock::new(Slot::Open(Arc::new(engine))),
+            recovery: Mutex::new(Recovery {
+                not_before: None,
+                backoff: FIRST_BACKOFF,
             }),
-        })
+            writes: Writes::new(
+                Arc::clone(&config.clock),
+                config.idempotency_ttl,
+                config.presence_ttl_secs,
+            ),
+            bootstrap: Mutex::new(()),
+            config,
+            expiry: leases::ExpiryThread::new(),
+        });
+        // Leases that passed their deadline while no process ran are
+        // written by the thread's first batch, at once; reads show them
+        // expired meanwhile.
+        if core.config.background_expiry {
+            leases::ExpiryThread::start(&core)?;
+        }
+        Ok(Store { core })
     }
 
     /// Makes every write so far durable (sled flush and fdatasync), whatever
@@ -205,7 +221,10 @@ impl Store {
         let key = layout::subscriber_key(tenant.environment_id(), subscriber_id);
         let engine = self.engine()?;
         let result = read(&engine, &key);
+        // A lease whose deadline has passed reads as expired, written or not.
+        let now = self.now();
         self.noted(&engine, result)?
+            .map(|doc| doc.as_of(now))
             .ok_or(Error::NotFound(Entity::Subscriber))
     }
 

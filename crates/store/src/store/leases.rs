@@ -1,0 +1,171 @@
+//! Presence leases on the handle: the heartbeat call, on-demand expiry, and
+//! the expiry thread the store owns (no async runtime), which stops when
+//! the store closes.
+
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::command::Command;
+use crate::error::Result;
+use crate::expiry::expire_due;
+use crate::precondition::Precondition;
+use crate::store::{Store, StoreCore};
+use crate::subscriber::Subscriber;
+use crate::tenancy::Tenant;
+
+/// How many lease entries one expiry batch handles: one flush round each.
+const BATCH: usize = 1024;
+
+/// The longest the thread sleeps between looks at the index: also how late
+/// an expiry can be written when the store's clock is not the system's.
+const MAX_NAP: Duration = Duration::from_secs(1);
+
+/// After a failed batch (a storage failure), the wait before the next.
+const RETRY: Duration = Duration::from_millis(250);
+
+impl Store {
+    /// A heartbeat (SPEC section 10): the presence write going online with
+    /// a lease of `ttl_seconds`, after which the subscriber goes offline by
+    /// itself unless another online write comes first. 0 means no lease
+    /// (and ends a running one).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use subscriber_store::{Config, ManualClock, Store, SubscriberInput, Timestamp};
+    ///
+    /// let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000)));
+    /// let store = Store::open(Config::temporary().clock(clock.clone()))?;
+    /// let tenant = store.ensure_environment("Development")?.0.tenant();
+    /// store.upsert(&tenant, SubscriberInput::new("tab-1"), None)?;
+    ///
+    /// let doc = store.heartbeat(&tenant, "tab-1", 30, None)?;
+    /// assert_eq!(doc.online_expires_at(), Some(Timestamp::from_millis(31_000)));
+    ///
+    /// clock.set(Timestamp::from_millis(31_000)); // no heartbeat for 30 s
+    /// let doc = store.get(&tenant, "tab-1")?;
+    /// assert_eq!(doc.is_online, Some(false));
+    /// assert_eq!(doc.last_online_at, Some(Timestamp::from_millis(1_000)));
+    /// # Ok::<(), subscriber_store::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Store::execute`]; [`Error::InvalidInput`](crate::Error::InvalidInput)
+    /// naming [`Field::TtlSeconds`](crate::Field::TtlSeconds) above
+    /// [`MAX_TTL_SECONDS`](crate::MAX_TTL_SECONDS).
+    pub fn heartbeat(
+        &self,
+        tenant: &Tenant,
+        subscriber_id: &str,
+        ttl_seconds: u32,
+        expected: Option<Precondition>,
+    ) -> Result<Subscriber> {
+        let command = Command::Heartbeat {
+            subscriber_id: subscriber_id.to_owned(),
+            ttl_seconds,
+        };
+        self.execute(tenant, command, expected)
+    }
+
+    /// Writes the expiry of leases whose deadline has passed, oldest
+    /// deadline first, up to `limit` index entries, and returns once they
+    /// are durable, with how many subscribers went offline. The store's own
+    /// thread does this by itself; reads already show a passed lease as
+    /// expired, so calling this is never needed for correctness (tests and
+    /// manual clocks use it to write expiries now).
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage), [`Error::Corrupt`](crate::Error::Corrupt).
+    pub fn expire_due(&self, limit: usize) -> Result<usize> {
+        let engine = self.engine()?;
+        let result = expire_due(&self.core.writes, &engine, limit);
+        self.noted(&engine, result).map(|batch| batch.expired)
+    }
+}
+
+/// The expiry thread of one store.
+#[derive(Debug)]
+pub(crate) struct ExpiryThread {
+    state: Arc<Alarm>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct Alarm {
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl ExpiryThread {
+    /// Starts the thread for `core`; it holds the store only while it works.
+    pub(crate) fn start(core: &Arc<StoreCore>) -> Result<()> {
+        let weak = Arc::downgrade(core);
+        let state = Arc::clone(&core.expiry.state);
+        let thread = std::thread::Builder::new()
+            .name("subscriber-store-leases".into())
+            .spawn(move || run(&weak, &state))?;
+        *core.expiry.thread.lock() = Some(thread);
+        Ok(())
+    }
+
+    pub(crate) fn new() -> ExpiryThread {
+        ExpiryThread {
+            state: Arc::new(Alarm::default()),
+            thread: Mutex::new(None),
+        }
+    }
+}
+
+impl Drop for ExpiryThread {
+    /// Stops the thread and waits for it, unless the thread itself is
+    /// dropping the store (it held the last handle): it then stops on its own.
+    fn drop(&mut self) {
+        *self.state.stop.lock() = true;
+        self.state.wake.notify_all();
+        if let Some(thread) = self.thread.lock().take() {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn run(core: &Weak<StoreCore>, alarm: &Alarm) {
+    loop {
+        let nap = match core.upgrade() {
+            None => return,
+            Some(core) => {
+                let store = Store { core };
+                let nap = match store.engine().and_then(|engine| {
+                    let result = expire_due(&store.core.writes, &engine, BATCH);
+                    store.noted(&engine, result)
+                }) {
+                    Ok(batch) => match batch.next {
+                        Some(next) => {
+                            let wait = next.as_millis().saturating_sub(store.now().as_millis());
+                            Duration::from_millis(wait).min(MAX_NAP)
+                        }
+                        None => MAX_NAP,
+                    },
+                    // A storage failure: the store reopens on a later call;
+                    // the health check reports it meanwhile.
+                    Err(_) => RETRY,
+                };
+                drop(store);
+                nap
+            }
+        };
+        let mut stop = alarm.stop.lock();
+        if *stop {
+            return;
+        }
+        if !nap.is_zero() {
+            let _ = alarm.wake.wait_for(&mut stop, nap);
+        }
+        if *stop {
+            return;
+        }
+    }
+}
