@@ -68,3 +68,11 @@ pub(crate) fn expire_due(writes: &Writes, engine: &Engine, limit: usize) -> Resu
     }
     Ok(Expired { expired, next })
 }
+
+/// The first deadline in the `leases` index.
+pub(crate) fn earliest_deadline(engine: &Engine) -> Result<Option<Timestamp>> {
+    Ok(match engine.trees.leases.first()? {
+        Some((key, _)) => layout::split_expiry_key(&key).map(|(deadline, _)| deadline),
+        None => None,
+    })
+}

@@ -92,7 +92,12 @@ fn a_lease_expires_at_its_deadline_as_a_change_of_its_own() {
     assert_eq!(read.version, Version(2));
     // ...and writing it changes nothing a reader saw.
     l.set(45_000);
+    assert_eq!(
+        l.store.next_lease_deadline().expect("index"),
+        Some(l.at(31_000))
+    );
     assert_eq!(l.store.expire_due(100).expect("expire"), 1);
+    assert_eq!(l.store.next_lease_deadline().expect("index"), None);
     assert_eq!(l.get("u1"), read);
     assert_eq!(l.store.expire_due(100).expect("again"), 0, "expired once");
     assert_eq!(l.get("u1"), read);

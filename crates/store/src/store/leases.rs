@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::clock::Timestamp;
 use crate::command::Command;
 use crate::error::Result;
-use crate::expiry::expire_due;
+use crate::expiry::{earliest_deadline, expire_due};
 use crate::precondition::Precondition;
 use crate::store::{Store, StoreCore};
 use crate::subscriber::Subscriber;
@@ -82,6 +83,19 @@ impl Store {
         let engine = self.engine()?;
         let result = expire_due(&self.core.writes, &engine, limit);
         self.noted(&engine, result).map(|batch| batch.expired)
+    }
+
+    /// The earliest deadline in the lease index, if any: a time at or before
+    /// now means expiries are still to be written (the index also holds
+    /// stale entries, dropped when they come due, so this can be a deadline
+    /// a heartbeat has since moved).
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage).
+    pub fn next_lease_deadline(&self) -> Result<Option<Timestamp>> {
+        let engine = self.engine()?;
+        let result = earliest_deadline(&engine);
+        self.noted(&engine, result)
     }
 }
 
