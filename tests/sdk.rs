@@ -17,7 +17,8 @@ fn official_node_sdk_works_against_the_server() {
         "the SDK is not installed: run scripts/test (it runs npm ci in tests/sdk)"
     );
     let data = tempfile::tempdir().expect("dir");
-    let server = Server::start(data.path(), &[]);
+    // Every online document then carries `onlineExpiresAt` (SPEC 10).
+    let server = Server::start(data.path(), &["--presence-ttl-secs", "3600"]);
     let output = Command::new("node")
         .args(["--test", "online-status.test.mjs"])
         .current_dir(&sdk_dir)
@@ -28,6 +29,6 @@ fn official_node_sdk_works_against_the_server() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the SDK tests failed");
-    assert!(stdout.contains("# pass 5"), "expected 5 SDK tests to pass");
+    assert!(stdout.contains("# pass 6"), "expected 6 SDK tests to pass");
     assert!(server.terminate().success());
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 use common::{KEY, Server};
 
 /// Tests in tests/sdk-python: 7 for novu-py, 6 for the legacy SDK.
-const EXPECTED_PASSED: usize = 13;
+const EXPECTED_PASSED: usize = 15;
 
 /// The count before "passed" in pytest's closing line ("3 failed, 10 passed in 1.2s").
 fn passed(stdout: &str) -> Option<usize> {
@@ -46,7 +46,8 @@ fn official_python_sdks_work_against_the_server() {
     );
 
     let data = tempfile::tempdir().expect("dir");
-    let server = Server::start(data.path(), &[]);
+    // Every online document then carries `onlineExpiresAt` (SPEC 10).
+    let server = Server::start(data.path(), &["--presence-ttl-secs", "3600"]);
     let output = Command::new(&python)
         .args(["-m", "pytest", "tests/sdk-python", "-q", "--tb=short"])
         // No .pytest_cache or __pycache__ in the work tree, and only pytest's

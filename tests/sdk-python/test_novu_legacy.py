@@ -132,3 +132,19 @@ def test_get_parses_the_channels_the_server_returns(api, url, key, subscriber_id
     assert channel.provider_id == "slack"
     assert OBJECT_ID.match(channel._integration_id)
     assert channel.credentials.webhook_url == "https://hooks.example/1"
+
+
+def test_documents_with_a_running_presence_lease_parse(api, url, key, subscriber_id):
+    # tests/sdk_python.rs runs the server with --presence-ttl-secs, so every
+    # online document carries onlineExpiresAt (SPEC section 10).
+    api.create(SubscriberDto(subscriber_id=subscriber_id))
+    online = api.online_status(subscriber_id, True)
+    assert online.is_online is True
+    raw = requests.get(
+        f"{url}/v1/subscribers/{subscriber_id}",
+        headers={"Authorization": f"ApiKey {key}"},
+        timeout=10,
+    ).json()["data"]
+    assert ISO_TIME.match(raw["onlineExpiresAt"]), raw
+    got = api.get(subscriber_id)
+    assert got.is_online is True and got.subscriber_id == subscriber_id

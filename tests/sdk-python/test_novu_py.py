@@ -203,3 +203,21 @@ def test_a_wrong_key_is_a_typed_401(url, subscriber_id):
         stranger.subscribers.retrieve(subscriber_id=subscriber_id)
     assert err.value.status_code == 401
     assert err.value.data.message == "API Key not found"
+
+
+def test_documents_with_a_running_presence_lease_parse(novu, url, key, subscriber_id):
+    # tests/sdk_python.rs runs the server with --presence-ttl-secs, so every
+    # online document carries onlineExpiresAt (SPEC section 10).
+    import httpx
+
+    novu.subscribers.create(create_subscriber_request_dto={"subscriber_id": subscriber_id})
+    online = online_flag(novu, subscriber_id, True).result
+    assert online.is_online is True
+    raw = httpx.get(
+        f"{url}/v1/subscribers/{subscriber_id}",
+        headers={"Authorization": f"ApiKey {key}"},
+        timeout=10,
+    ).json()["data"]
+    assert ISO_TIME.match(raw["onlineExpiresAt"]), raw
+    got = novu.subscribers.retrieve(subscriber_id=subscriber_id).result
+    assert got.is_online is True and got.subscriber_id == subscriber_id

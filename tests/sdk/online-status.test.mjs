@@ -39,6 +39,23 @@ test("create, presence online and offline, retrieve", async () => {
   assert.equal(retrieved.result.id ?? retrieved.result._id, offline.result.id ?? offline.result._id);
 });
 
+test("documents with a running presence lease parse", async () => {
+  // tests/sdk.rs runs the server with --presence-ttl-secs, so every online
+  // document carries onlineExpiresAt (SPEC section 10).
+  const id = `${subscriberId}-lease`;
+  await novu.subscribers.create({ subscriberId: id });
+  const online = await novu.subscribers.properties.updateOnlineFlag({ isOnline: true }, id);
+  assert.equal(online.result.isOnline, true);
+  const raw = await fetch(`${serverURL}/v1/subscribers/${encodeURIComponent(id)}`, {
+    headers: { Authorization: `ApiKey ${secretKey}` },
+  });
+  const body = await raw.json();
+  assert.ok(!Number.isNaN(Date.parse(body.data.onlineExpiresAt)), JSON.stringify(body));
+  const retrieved = await novu.subscribers.retrieve(id);
+  assert.equal(retrieved.result.isOnline, true);
+  assert.equal(retrieved.result.subscriberId, id);
+});
+
 test("a missing subscriber is a typed 404", async () => {
   await assert.rejects(
     novu.subscribers.properties.updateOnlineFlag({ isOnline: true }, `missing-${subscriberId}`),

@@ -217,7 +217,16 @@ fn schemas() -> Value {
         "UpdateSubscriberOnlineFlagRequestDto": {
             "type": "object",
             "required": ["isOnline"],
-            "properties": {"isOnline": {"type": "boolean"}}
+            "properties": {
+                "isOnline": {"type": "boolean"},
+                "ttlSeconds": {
+                    "type": "integer",
+                    "nullable": true,
+                    "minimum": 0,
+                    "maximum": subscriber_store::MAX_TTL_SECONDS,
+                    "description": "Presence lease (beyond Novu): going online, the subscriber goes offline by itself this many seconds after this write unless another online write (a heartbeat) comes first. 0: no lease. Absent or null: the server default (--presence-ttl-secs). Ignored when going offline."
+                }
+            }
         },
         "CreateSubscriberRequestDto": {
             "type": "object",
@@ -259,6 +268,7 @@ fn schemas() -> Value {
                 "topics": {"type": "array", "items": string, "deprecated": true},
                 "isOnline": {"type": "boolean"},
                 "lastOnlineAt": {"type": "string", "format": "date-time"},
+                "onlineExpiresAt": {"type": "string", "format": "date-time", "description": "While a presence lease runs (beyond Novu): when the subscriber goes offline without another heartbeat."},
                 "_organizationId": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
                 "_environmentId": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
                 "deleted": {"type": "boolean"},

@@ -27,9 +27,21 @@ impl TestServer {
     }
 
     pub fn with_config(config: ServerConfig) -> TestServer {
+        TestServer::with_store(config, |c| c)
+    }
+
+    /// A server whose store is opened with `store_config` applied to the
+    /// default (relaxed, on a temporary directory): a manual clock, a
+    /// presence TTL.
+    pub fn with_store(
+        config: ServerConfig,
+        store_config: impl FnOnce(Config) -> Config,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(Config::new(dir.path()).durability(Durability::Relaxed))
-            .expect("open store");
+        let store = Store::open(store_config(
+            Config::new(dir.path()).durability(Durability::Relaxed),
+        ))
+        .expect("open store");
         let org = store.create_organization("Acme").expect("org");
         let env_a = store.create_environment(org.id, "A").expect("env A");
         let env_b = store.create_environment(org.id, "B").expect("env B");
