@@ -81,6 +81,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             data = %args.data.display(),
             durability = ?args.durability,
             max_connections = config.max_connections,
+            presence_ttl_secs = args.presence_ttl_secs,
             "listening on http://{addr}"
         );
         let served = subscriber_http::serve(listener, store.clone(), config, shutdown).await;
