@@ -215,3 +215,46 @@ fn unusable_data_directory_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open data directory"));
     drop(server);
 }
+
+#[test]
+fn the_presence_ttl_flag_takes_0_to_86400_and_its_variable_works() {
+    let dir = tempfile::tempdir().expect("dir");
+    for bad in ["86401", "-1", "1.5", "soon"] {
+        let out = binary()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg(format!("--presence-ttl-secs={bad}"))
+            .arg("--data")
+            .arg(dir.path())
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--presence-ttl-secs"), "{bad}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // The environment variable sets the default lease.
+    let mut command = binary();
+    command.env("SUBSCRIBERD_PRESENCE_TTL_SECS", "120");
+    let server = Server::launch(command, dir.path(), &[], Some(common::KEY));
+    let created = server.call(
+        "POST",
+        "/v1/subscribers",
+        &[],
+        Some(r#"{"subscriberId":"u1"}"#),
+    );
+    assert_eq!(created.status, 201);
+    let online = server
+        .call(
+            "PATCH",
+            "/v1/subscribers/u1/online-status",
+            &[],
+            Some(r#"{"isOnline": true}"#),
+        )
+        .data();
+    let updated = online["updatedAt"].as_str().expect("updatedAt");
+    let expires = online["onlineExpiresAt"]
+        .as_str()
+        .expect("a lease from the variable");
+    assert!(expires > updated, "{online}");
+    assert!(server.terminate().success());
+}

@@ -57,7 +57,7 @@ impl Server {
     }
 
     /// `command serve --listen 127.0.0.1:0 --data DIR ARGS...`, waiting for the address.
-    fn launch(mut command: Command, data: &Path, args: &[&str], key: Option<&str>) -> Server {
+    pub fn launch(mut command: Command, data: &Path, args: &[&str], key: Option<&str>) -> Server {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
