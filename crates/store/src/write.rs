@@ -185,6 +185,7 @@ pub(crate) fn write(
             trees
                 .leases
                 .insert(layout::lease_key(deadline, &prepared.doc_key), &[][..])?;
+            fail::fail_point!("write::after_lease_index");
         }
     }
     let Some(once) = once else {

@@ -44,6 +44,7 @@ fn acknowledged_idempotent_writes_survive_sigkill() {
             "round {round}: {} acknowledged, {recorded} recorded",
             acks.len()
         );
+        writer::check_leases(store, &tenant, dir.path(), &format!("round {round}"));
     }
     eprintln!("{kills} kills, {acked_total} acknowledged writes, 0 lost");
     assert!(acked_total > 0, "the child acknowledged nothing");

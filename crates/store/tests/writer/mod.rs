@@ -10,8 +10,11 @@ use std::path::Path;
 use std::process::{Child, Command as Process, Stdio};
 use std::thread::JoinHandle;
 
+use std::sync::Arc;
+
 use subscriber_store::{
-    Command, Config, Durability, Idempotency, IdempotencyKey, Store, SubscriberInput, Tenant,
+    Clock, Command, Config, Durability, Idempotency, IdempotencyKey, ManualClock, Store,
+    SubscriberInput, SystemClock, Tenant, Timestamp,
 };
 
 pub const THREADS: usize = 4;
@@ -26,11 +29,70 @@ pub fn subscriber(thread: usize, i: u64) -> String {
     format!("s{thread}-{}", i % 3)
 }
 
+/// Online writes are heartbeats with an hour-long lease (so the index of
+/// deadlines is written on the way; nothing expires during a test), one in
+/// three goes offline.
 pub fn command(thread: usize, i: u64) -> Command {
-    Command::SetOnline {
-        subscriber_id: subscriber(thread, i),
-        online: i % 3 != 0,
+    if i % 3 == 0 {
+        Command::SetOnline {
+            subscriber_id: subscriber(thread, i),
+            online: false,
+        }
+    } else {
+        Command::Heartbeat {
+            subscriber_id: subscriber(thread, i),
+            ttl_seconds: 3_600,
+        }
     }
+}
+
+/// After a crash, every document that holds a lease still has its deadline
+/// in the index: with a clock past every deadline, the expiry writes exactly
+/// one expiry per such document. Closes `store`, then runs the expiry on a
+/// copy of the directory, which stays as it was.
+pub fn check_leases(store: Store, tenant: &Tenant, dir: &Path, context: &str) {
+    let mut leased = 0;
+    for t in 0..THREADS {
+        for n in 0..3 {
+            let doc = store.get(tenant, &format!("s{t}-{n}")).expect("subscriber");
+            leased += usize::from(doc.online_expires_at().is_some());
+        }
+    }
+    drop(store);
+    let copy = tempfile::tempdir().expect("dir");
+    copy_dir(dir, copy.path());
+    let later = Timestamp::from_millis(store_now_ms() + 2 * 3_600 * 1_000);
+    let clock = ManualClock::new(later);
+    let store = Store::open(
+        Config::new(copy.path())
+            .durability(Durability::Durable)
+            .clock(Arc::new(clock))
+            .background_expiry(false),
+    )
+    .expect("reopen later");
+    assert_eq!(
+        store.expire_due(usize::MAX).expect("expire"),
+        leased,
+        "{context}: a document holds a lease the index does not know"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().expect("file type");
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_dir(&entry.path(), &target);
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+fn store_now_ms() -> u64 {
+    SystemClock.now().as_millis()
 }
 
 pub fn open(dir: &Path) -> (Store, Tenant) {
