@@ -2,7 +2,7 @@
 # Runs every benchmark and writes BENCHMARKS.md (and benches/durable.png).
 # Peers run in the same script on the same machine; read the ratios, not the
 # absolute figures: these machines are noisy and have 2 cores.
-#   benches/run.sh            full run (about 8 minutes after the build)
+#   benches/run.sh            full run (about 11 minutes after the build)
 #   QUICK=1 benches/run.sh    shorter runs, for trying the script
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,10 +42,10 @@ start() {
 }
 addr_of() { grep -o "listening on http://[0-9.:]*" "$1" | head -1 | sed 's/.*http:\/\///'; }
 
-# One wrk run: prints "requests/s p50_ms p99_ms non2xx".
+# One wrk run (of wrk_secs, or $3 seconds): prints "requests/s p50_ms p99_ms non2xx".
 load() {
-    local addr=$1 mode=$2 out
-    out=$(KEY=$key SUBSCRIBERS=$n MODE=$mode wrk -t2 -c64 -d"${wrk_secs}s" --latency -s benches/wrk.lua "http://$addr")
+    local addr=$1 mode=$2 secs=${3:-$wrk_secs} out
+    out=$(KEY=$key SUBSCRIBERS=$n MODE=$mode wrk -t2 -c64 -d"${secs}s" --latency -s benches/wrk.lua "http://$addr")
     echo "$out" | awk '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
         /Requests\/sec/ { rps = $2 }
@@ -139,6 +139,52 @@ redis=$(redis_table)
     echo "\"plain relaxed\" ${vs[relaxed,patch]}"
 } > "$work/redis.dat"
 
+# Presence leases (issue 12). The heartbeat (online with a lease) against
+# the plain presence write, keyed and durable: embedded (64 writers) and
+# over HTTP (keyed and heartbeat runs alternating against one durable
+# server, medians); then N leases falling due at once under a heartbeat
+# load (the figures and the target verdicts come from the binary).
+if [ -n "${QUICK:-}" ]; then lease_n=100000; lease_reps=1; lease_wrk=3; else lease_n=1000000; lease_reps=5; lease_wrk=3; fi
+leases_embedded=$("$bin/leases" heartbeat "$n" "$secs" "$reps")
+leases_expiry=$("$bin/leases" expiry --leases "$lease_n" --seconds "$((secs + 1))")
+"$bin/populate" "$work/data-leases" "$n" "$key"
+start "$work/leases.log" "$bin/subscriberd" serve --listen 127.0.0.1:0 \
+    --data "$work/data-leases" --durability durable
+addr=$(addr_of "$work/leases.log")
+declare -A lease_runs
+for _ in $(seq 1 "$lease_reps"); do
+    for mode in keyed heartbeat; do lease_runs[$mode]+="$(load "$addr" "$mode" "$lease_wrk")"$'\n'; done
+done
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+# The median of each column of a mode's runs: "requests/s p50 p99 non2xx".
+lease_median() {
+    local col out=()
+    for col in 1 2 3 4; do
+        out+=("$(printf '%s' "${lease_runs[$1]}" | awk -v c=$col 'NF { print $c }' | sort -g \
+            | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')")
+    done
+    echo "${out[*]}"
+}
+leases_http_table() {
+    local k_rps k_p50 k_p99 k_bad h_rps h_p50 h_p99 h_bad ratio
+    read -r k_rps k_p50 k_p99 k_bad <<<"$(lease_median keyed)"
+    read -r h_rps h_p50 h_p99 h_bad <<<"$(lease_median heartbeat)"
+    ratio=$(awk "BEGIN { printf \"%.2f\", $h_rps / $k_rps }")
+    echo "| PATCH online-status, fresh idempotency key, durable | requests/s | p50 (ms) | p99 (ms) | non-2xx | ÷ keyed |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| keyed: random isOnline | $k_rps | $k_p50 | $k_p99 | $k_bad | 1.00x |"
+    echo "| heartbeat: isOnline true, ttlSeconds 60 | $h_rps | $h_p50 | $h_p99 | $h_bad | ${ratio}x |"
+    echo
+    local exact
+    exact=$(awk "BEGIN { printf \"%.3f\", $h_rps / $k_rps }")
+    if awk "BEGIN { exit !($h_rps >= 0.8 * $k_rps) }"; then
+        echo "Target heartbeat >= 0.80x keyed over HTTP: ${exact}x, met."
+    else
+        echo "Target heartbeat >= 0.80x keyed over HTTP: ${exact}x, **missed**."
+    fi
+}
+leases_http=$(leases_http_table)
+
 gnuplot <<PLOT
 set terminal pngcairo size 800,500 noenhanced
 set output 'benches/durable.png'
@@ -227,6 +273,42 @@ per request, what \`@novu/api\` and \`novu-py\` send. Targets: keyed durable
 $redis
 
 ![presence writes against Redis](benches/redis.png)
+
+## Presence leases
+
+A heartbeat is the presence write going online with a lease
+(\`ttlSeconds\`): the subscriber goes offline by itself when the lease
+runs out, unless another heartbeat comes first. Targets (issue 12): the
+heartbeat >= 0.80x the plain presence write, keyed and durable, embedded
+and over HTTP, in the same run; while 1,000,000 leases fall due at once, a
+concurrent heartbeat load keeps >= 0.5x of its rate without expiry.
+
+\`target/release/leases heartbeat $n $secs $reps\`: keyed durable writes (a
+fresh idempotency key each), 64 writer threads, a random one of $n
+subscribers; each measurement in its own process, the variants alternating,
+medians of $reps runs of ${secs} s.
+
+$leases_embedded
+
+Over HTTP: \`MODE=keyed\` and \`MODE=heartbeat\` of benches/wrk.lua
+(\`wrk -t2 -c64 -d${lease_wrk}s --latency\`) alternating, $lease_reps runs
+each, against one durable subscriberd with $n subscribers; medians.
+
+$leases_http
+
+\`target/release/leases expiry --leases $lease_n --seconds $((secs + 1))\`: $lease_n
+subscribers heartbeat (ttl 60 s) at the same instant T, filled in relaxed
+mode on a stopped \`ManualClock\`, flushed, reopened durable with the
+store's expiry thread on (batches of 1024 entries, one flush round each)
+and a clock running from T + 1 s. A load of 32 threads sends keyed durable
+heartbeats (ttl 3600 s) to 10,000 other subscribers throughout: $((secs + 1)) s
+without expiry, then the clock jumps past T + 60 s, making every lease due
+at once, until \`Store::next_lease_deadline\` shows none due, then $((secs + 1)) s
+without expiry again. Then, the load stopped, a second group of a tenth as
+many leases falls due with nothing else writing: there every flush round
+is the expiry's.
+
+$leases_expiry
 
 ## Reading the results
 
