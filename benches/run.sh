@@ -2,7 +2,7 @@
 # Runs every benchmark and writes BENCHMARKS.md (and benches/durable.png).
 # Peers run in the same script on the same machine; read the ratios, not the
 # absolute figures: these machines are noisy and have 2 cores.
-#   benches/run.sh            full run (about 11 minutes after the build)
+#   benches/run.sh            full run (about 14 minutes after the build)
 #   QUICK=1 benches/run.sh    shorter runs, for trying the script
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -211,6 +211,63 @@ set key off
 plot '$work/redis.dat' using 2:xtic(1)
 PLOT
 
+# --- subscriberd bench against wrk ----------------------------------------
+# The load tool the binary ships with (`subscriberd bench`) must not be the
+# bottleneck: on the same server, workload, connections, threads and
+# duration as wrk, its throughput should be within 10% of wrk's. The server
+# runs in relaxed mode, the fastest, where a slow client would show. Each
+# workload runs wrk, bench, bench, wrk, so that drift cancels out in the
+# sums, and each run gets a freshly populated server: wrk.lua's keyed keys
+# repeat from one wrk run to the next (its random seeds are fixed), so a
+# second keyed run on the same server would measure replays. The bench
+# first makes sure its subscribers exist (each answers 409, nothing is
+# written), outside its timing.
+bench_field() { grep -o "\"$1\":[0-9.]*" | head -1 | cut -d: -f2; }
+# Prints "requests/s p50_ms p99_ms errors", as `load` does for wrk.
+bench_load() {
+    local addr=$1 workload=$2 out
+    out=$("$bin/subscriberd" bench --url "http://$addr" --api-key "$key" --subscribers "$n" \
+        --id-prefix subscriber- --workload "$workload" --connections 64 --threads 2 \
+        --duration "${wrk_secs}s" --json)
+    awk -v rps="$(bench_field requests_per_second <<<"$out")" -v p50="$(bench_field p50 <<<"$out")" \
+        -v p99="$(bench_field p99 <<<"$out")" -v errors="$(bench_field errors <<<"$out")" \
+        'BEGIN { printf "%.0f %.2f %.2f %d\n", rps, p50 / 1000, p99 / 1000, errors }'
+}
+# versus_run wrk|bench MODE WORKLOAD: one run on a fresh relaxed server.
+versus_run() {
+    local tool=$1 mode=$2 workload=$3 addr
+    rm -rf "$work/data-versus" "$work/versus.log"
+    "$bin/populate" "$work/data-versus" "$n" "$key"
+    start "$work/versus.log" "$bin/subscriberd" serve --listen 127.0.0.1:0 \
+        --data "$work/data-versus" --durability relaxed
+    addr=$(addr_of "$work/versus.log")
+    if [ "$tool" = wrk ]; then load "$addr" "$mode"; else bench_load "$addr" "$workload"; fi
+    kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+}
+declare -A versus
+versus_pairs="patch:presence keyed:presence-keyed get:read"
+for pair in $versus_pairs; do
+    mode=${pair%%:*} workload=${pair#*:}
+    versus[$mode,wrk1]=$(versus_run wrk "$mode" "$workload")
+    versus[$mode,bench1]=$(versus_run bench "$mode" "$workload")
+    versus[$mode,bench2]=$(versus_run bench "$mode" "$workload")
+    versus[$mode,wrk2]=$(versus_run wrk "$mode" "$workload")
+done
+versus_table() {
+    echo "| workload (wrk.lua / bench) | wrk requests/s (runs 1, 4) | bench requests/s (runs 2, 3) | bench ÷ wrk | wrk p50 / p99 (ms) | bench p50 / p99 (ms) | non-2xx wrk / bench |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for pair in $versus_pairs; do
+        local mode=${pair%%:*} workload=${pair#*:} w1 w2 b1 b2
+        read -r w1 wp50 wp99 wbad <<<"${versus[$mode,wrk1]}"
+        read -r w2 _ _ wbad2 <<<"${versus[$mode,wrk2]}"
+        read -r b1 bp50 bp99 bbad <<<"${versus[$mode,bench1]}"
+        read -r b2 _ _ bbad2 <<<"${versus[$mode,bench2]}"
+        echo "| $mode / $workload | $w1, $w2 | $b1, $b2 | $(awk "BEGIN { printf \"%.0f%%\", 100 * ($b1 + $b2) / ($w1 + $w2) }") | $wp50 / $wp99 | $bp50 / $bp99 | $((wbad + wbad2)) / $((bbad + bbad2)) |"
+    done
+}
+versus=$(versus_table)
+# --- end: subscriberd bench against wrk -----------------------------------
+
 machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), Linux $(uname -r), disk $(df --output=source "$work" | tail -1)"
 cat > BENCHMARKS.md <<MD
 # Benchmarks
@@ -309,6 +366,21 @@ many leases falls due with nothing else writing: there every flush round
 is the expiry's.
 
 $leases_expiry
+
+## subscriberd bench against wrk
+
+The load tool the binary ships with, \`subscriberd bench\`, against wrk on one
+relaxed server ($n subscribers), with the same connections, threads,
+duration and workload: \`wrk -t2 -c64 -d${wrk_secs}s --latency -s benches/wrk.lua\`
+and \`subscriberd bench --connections 64 --threads 2 --duration ${wrk_secs}s
+--subscribers $n --id-prefix subscriber- --workload W\` (wrk.lua's patch,
+keyed and get are the bench's presence, presence-keyed and read). Runs in
+the order wrk, bench, bench, wrk; the ratio is of the sums. Both share the
+2 cores with the server, so a costlier client would leave the server less
+CPU and show here. Target: bench >= 90% of wrk. The latencies are each
+tool's first run.
+
+$versus
 
 ## Reading the results
 

@@ -26,7 +26,25 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Load-test a running server or the embedded store (presence writes, reads, a mix).
+    ///
+    /// A progress line while it runs (on a terminal), then a summary:
+    /// requests, errors by status, throughput, latency percentiles, and disk
+    /// flushes per write when the disk is local.
+    #[command(after_long_help = BENCH_EXAMPLES)]
+    Bench(BenchArgs),
 }
+
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  subscriberd bench --url http://127.0.0.1:3000 --api-key \"$KEY\" -c 64 -d 10s
+  subscriberd bench --url http://127.0.0.1:3000 --api-key \"$KEY\" --mix read=80,presence=20
+  subscriberd bench --url http://127.0.0.1:3000 --api-key \"$KEY\" --rate 5000 -d 30s
+  subscriberd bench --embedded --data /tmp/bench-data --durability durable -n 100000
+
+Subscribers are named <id-prefix><n>, n from 0000000 to subscribers - 1; they
+are created when missing (POST /v2/subscribers?failIfExists=true: an existing
+one is reused as it is) and deleted afterwards with --cleanup.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DurabilityArg {
@@ -133,4 +151,136 @@ pub enum KeysCommand {
         /// The key's id, as `keys list` shows it.
         id: String,
     },
+}
+
+/// What each request of a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkloadArg {
+    /// PATCH online-status of a random subscriber, random isOnline.
+    Presence,
+    /// As presence, with a fresh idempotency key per request (what the
+    /// official SDKs send).
+    PresenceKeyed,
+    /// The same keyed PATCH every time: the first executes, the rest are replays.
+    Replay,
+    /// Online with a lease of `--ttl-seconds` (ttlSeconds, SPEC 10).
+    Heartbeat,
+    /// GET a random subscriber.
+    Read,
+    /// A weighted mix of the above, given by --mix.
+    Mixed,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// A running server to measure, `http://HOST:PORT` (plain HTTP; a path
+    /// prefix is kept, for a server behind a proxy).
+    #[arg(long, env = "SUBSCRIBERD_BENCH_URL", value_name = "URL")]
+    pub url: Option<String>,
+
+    /// The API key for --url (sent as `Authorization: ApiKey <key>`).
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_BENCH_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
+
+    /// Measure the store in this process instead of a server: no network,
+    /// on the data directory given by --data.
+    #[arg(long, env = "SUBSCRIBERD_BENCH_EMBEDDED")]
+    pub embedded: bool,
+
+    /// With --embedded: the store's data directory (created if missing; not
+    /// one a running server holds). With --url: the server's data
+    /// directory, if it is on this machine, to count the disk flushes per
+    /// write of the disk holding it (from /proc/diskstats).
+    #[arg(long, env = "SUBSCRIBERD_BENCH_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// With --embedded: when a write is acknowledged [default: durable].
+    #[arg(long, env = "SUBSCRIBERD_BENCH_DURABILITY", value_enum)]
+    pub durability: Option<DurabilityArg>,
+
+    /// With --embedded: the environment the subscribers live in (created if missing).
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_BENCH_ENVIRONMENT",
+        default_value = "Development"
+    )]
+    pub environment: String,
+
+    /// What each request does [default: presence, or mixed with --mix].
+    #[arg(short, long, env = "SUBSCRIBERD_BENCH_WORKLOAD", value_enum)]
+    pub workload: Option<WorkloadArg>,
+
+    /// The mixed workload's weights, `NAME=WEIGHT,...` over presence,
+    /// presence-keyed, replay, heartbeat and read, e.g. `read=80,presence=20`:
+    /// each request picks one at random in proportion to its weight (whole
+    /// numbers; they need not add up to 100).
+    #[arg(long, env = "SUBSCRIBERD_BENCH_MIX", value_name = "NAME=WEIGHT,...")]
+    pub mix: Option<String>,
+
+    /// The lease a heartbeat asks for, in seconds (its `ttlSeconds`).
+    #[arg(long, env = "SUBSCRIBERD_BENCH_TTL_SECONDS", default_value_t = 30)]
+    pub ttl_seconds: u32,
+
+    /// How many subscribers the run spreads its requests over (created
+    /// first when missing).
+    #[arg(long, env = "SUBSCRIBERD_BENCH_SUBSCRIBERS", default_value_t = 1000)]
+    pub subscribers: u64,
+
+    /// The subscribers' ids: this prefix and a 7-digit number (letters,
+    /// digits, `-`, `_`, `.` and `~`).
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_BENCH_ID_PREFIX",
+        default_value = "bench-subscriber-"
+    )]
+    pub id_prefix: String,
+
+    /// Delete the run's subscribers afterwards (also those that existed before it).
+    #[arg(long, env = "SUBSCRIBERD_BENCH_CLEANUP")]
+    pub cleanup: bool,
+
+    /// Concurrent connections (with --embedded: concurrent writers), each
+    /// with one request in flight at a time.
+    #[arg(
+        short,
+        long,
+        env = "SUBSCRIBERD_BENCH_CONNECTIONS",
+        default_value_t = 64
+    )]
+    pub connections: u64,
+
+    /// Worker threads of the client's async runtime [default: the number of CPUs].
+    #[arg(short, long, env = "SUBSCRIBERD_BENCH_THREADS")]
+    pub threads: Option<u64>,
+
+    /// How long to run, e.g. `10s`, `1m`, `500ms` (a bare number is seconds)
+    /// [default: 10s, unless --requests is given].
+    #[arg(short, long, env = "SUBSCRIBERD_BENCH_DURATION")]
+    pub duration: Option<String>,
+
+    /// Stop after this many requests (with --duration too: whichever comes first).
+    #[arg(short = 'n', long, env = "SUBSCRIBERD_BENCH_REQUESTS")]
+    pub requests: Option<u64>,
+
+    /// Open loop: send this many requests per second in all, on a fixed
+    /// schedule, whatever the answers' pace; latency is then measured from
+    /// each request's scheduled time, so a stall counts against every
+    /// request it delays (no coordinated omission, as wrk2). Without it,
+    /// each connection sends its next request as soon as the last is answered.
+    #[arg(long, env = "SUBSCRIBERD_BENCH_RATE", value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
+
+    /// A request with no answer by then counts as a `timeout` error (its
+    /// connection is reopened).
+    #[arg(long, env = "SUBSCRIBERD_BENCH_TIMEOUT", default_value = "10s")]
+    pub timeout: String,
+
+    /// Print the summary as one JSON object on stdout instead of text.
+    #[arg(long, env = "SUBSCRIBERD_BENCH_JSON")]
+    pub json: bool,
 }

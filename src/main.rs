@@ -1,7 +1,9 @@
-//! `subscriberd`: parses arguments and runs the server or a key command.
-//! The work is done by `subscriber-store` and `subscriber-http`.
+//! `subscriberd`: parses arguments and runs the server, a key command or
+//! the load tool (`bench`). The server's work is done by `subscriber-store`
+//! and `subscriber-http`.
 
 mod admin;
+mod bench;
 mod cli;
 mod keys;
 mod limits;
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Keys { command } => keys::run(command),
+        cli::Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
