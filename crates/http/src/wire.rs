@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use subscriber_store::{
-    Channel, ChannelSettings, Credentials, Data, Error, Field, InputProblem, Subscriber,
-    SubscriberInput, check_provider_id, check_subscriber_id, check_ttl_seconds,
+    Channel, ChannelSettings, Credentials, Data, Error, Field, InputProblem, MAX_TTL_SECONDS,
+    Subscriber, SubscriberInput, check_provider_id, check_subscriber_id, check_ttl_seconds,
 };
 
 use crate::error::{ApiError, field_error, rule_message};
@@ -196,12 +196,13 @@ pub(crate) fn presence(body: &Value) -> Result<Presence, ApiError> {
                 p.broken(Field::TtlSeconds, &problem, Some(value));
                 None
             }
-            // Not a whole number at all: out of the range as Novu words it.
+            // Not a whole number at all: outside the rule's range too.
             None => {
-                let problem = check_ttl_seconds(u64::MAX).err();
-                if let Some(problem) = problem {
-                    p.broken(Field::TtlSeconds, &problem, Some(value));
-                }
+                let problem = InputProblem::NotInRange {
+                    min: 0,
+                    max: u64::from(MAX_TTL_SECONDS),
+                };
+                p.broken(Field::TtlSeconds, &problem, Some(value));
                 None
             }
         },

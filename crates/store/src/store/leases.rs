@@ -11,7 +11,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::clock::Timestamp;
 use crate::command::Command;
 use crate::error::Result;
-use crate::expiry::{earliest_deadline, expire_due};
+use crate::expiry::{Expired, earliest_deadline, expire_due};
 use crate::precondition::Precondition;
 use crate::store::{Store, StoreCore};
 use crate::subscriber::Subscriber;
@@ -80,9 +80,29 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`](crate::Error::Storage), [`Error::Corrupt`](crate::Error::Corrupt).
     pub fn expire_due(&self, limit: usize) -> Result<usize> {
+        self.expiry_batch(limit).map(|batch| batch.expired)
+    }
+
+    fn expiry_batch(&self, limit: usize) -> Result<Expired> {
         let engine = self.engine()?;
         let result = expire_due(&self.core.writes, &engine, limit);
-        self.noted(&engine, result).map(|batch| batch.expired)
+        self.noted(&engine, result)
+    }
+
+    /// One batch of the expiry thread, and how long to nap after it.
+    fn expiry_round(&self) -> Duration {
+        match self.expiry_batch(BATCH) {
+            Ok(Expired {
+                next: Some(next), ..
+            }) => {
+                let wait = next.as_millis().saturating_sub(self.now().as_millis());
+                Duration::from_millis(wait).min(MAX_NAP)
+            }
+            Ok(Expired { next: None, .. }) => MAX_NAP,
+            // A storage failure: the store reopens on a later call; the
+            // health check reports it meanwhile.
+            Err(_) => RETRY,
+        }
     }
 
     /// The earliest deadline in the lease index, if any: a time at or before
@@ -147,35 +167,10 @@ impl Drop for ExpiryThread {
 }
 
 fn run(core: &Weak<StoreCore>, alarm: &Alarm) {
-    loop {
-        let nap = match core.upgrade() {
-            None => return,
-            Some(core) => {
-                let store = Store { core };
-                let nap = match store.engine().and_then(|engine| {
-                    let result = expire_due(&store.core.writes, &engine, BATCH);
-                    store.noted(&engine, result)
-                }) {
-                    Ok(batch) => match batch.next {
-                        Some(next) => {
-                            let wait = next.as_millis().saturating_sub(store.now().as_millis());
-                            Duration::from_millis(wait).min(MAX_NAP)
-                        }
-                        None => MAX_NAP,
-                    },
-                    // A storage failure: the store reopens on a later call;
-                    // the health check reports it meanwhile.
-                    Err(_) => RETRY,
-                };
-                drop(store);
-                nap
-            }
-        };
+    // The store is held only for the batch: dropped before the nap.
+    while let Some(nap) = core.upgrade().map(|core| Store { core }.expiry_round()) {
         let mut stop = alarm.stop.lock();
-        if *stop {
-            return;
-        }
-        if !nap.is_zero() {
+        if !*stop && !nap.is_zero() {
             let _ = alarm.wake.wait_for(&mut stop, nap);
         }
         if *stop {
