@@ -31,6 +31,8 @@ pub struct Config {
     pub(crate) idempotency_ttl: Duration,
     pub(crate) presence_ttl_secs: u32,
     pub(crate) background_expiry: bool,
+    pub(crate) presence_feed: bool,
+    pub(crate) event_retention: Duration,
 }
 
 impl Config {
@@ -54,6 +56,8 @@ impl Config {
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             presence_ttl_secs: 0,
             background_expiry: true,
+            presence_feed: true,
+            event_retention: Duration::from_secs(24 * 60 * 60),
         }
     }
 
@@ -99,6 +103,25 @@ impl Config {
     /// passed lease as expired. For tests that drive expiry step by step.
     pub fn background_expiry(mut self, on: bool) -> Self {
         self.background_expiry = on;
+        self
+    }
+
+    /// Whether the store keeps the presence event feed, the online index and
+    /// the presence counts (SPEC section 11; default `true`). Off, a
+    /// presence write costs a few sled inserts less and the feed calls fail
+    /// with [`Error::FeedOff`](crate::Error::FeedOff); turned on again, the
+    /// indexes are rebuilt at open (the feed has no events for the time it
+    /// was off).
+    pub fn presence_feed(mut self, on: bool) -> Self {
+        self.presence_feed = on;
+        self
+    }
+
+    /// How long presence events are kept (default 24 hours, by the store's
+    /// clock, from when each was appended). Older events are purged, oldest
+    /// first, and a cursor before them is [`Error::CursorExpired`](crate::Error::CursorExpired).
+    pub fn event_retention(mut self, keep: Duration) -> Self {
+        self.event_retention = keep;
         self
     }
 

@@ -156,6 +156,33 @@ pub(crate) fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()>
     Ok(())
 }
 
+/// Told the new durable mark after every successful round: every write
+/// whose ticket is at or below it is on disk (the presence feed makes its
+/// events readable from this).
+pub(crate) type DurableListener = Box<dyn Fn(u64) + Send + Sync>;
+
+/// Where a barrier keeps its [`DurableListener`], set once.
+#[derive(Default)]
+struct ListenerSlot(std::sync::OnceLock<DurableListener>);
+
+impl std::fmt::Debug for ListenerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "ListenerSlot(set)"
+        } else {
+            "ListenerSlot(unset)"
+        })
+    }
+}
+
+impl ListenerSlot {
+    fn tell(&self, durable: u64) {
+        if let Some(listener) = self.0.get() {
+            listener(durable);
+        }
+    }
+}
+
 /// A write's place in the order of in-memory commits: it is durable once a
 /// round that read `committed` at or past it has succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -215,6 +242,7 @@ pub(crate) struct GroupCommit {
     /// Blocking waiters wait on this for the end of a round.
     done: Condvar,
     syncer: Syncer,
+    listener: ListenerSlot,
 }
 
 /// The flusher thread of a durable engine; stopped and joined on drop.
@@ -274,6 +302,9 @@ impl GroupCommit {
         }
         let durable = state.durable;
         let failed = state.failure.is_some();
+        if !failed {
+            self.listener.tell(durable);
+        }
         let mut ready = Vec::new();
         state.wakers.retain(|(seq, waker)| {
             let done = failed || *seq <= durable;
@@ -384,6 +415,7 @@ impl WriteBarrier {
             work: Condvar::new(),
             done: Condvar::new(),
             syncer,
+            listener: ListenerSlot::default(),
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -417,7 +449,10 @@ impl WriteBarrier {
     /// are still held, so anyone who can see the write also sees its ticket.
     pub(crate) fn ticket(&self) -> Ticket {
         match self {
-            WriteBarrier::Immediate | WriteBarrier::Periodic(_) => Ticket(0),
+            WriteBarrier::Immediate => Ticket(0),
+            WriteBarrier::Periodic(periodic) => {
+                Ticket(periodic.state.committed.fetch_add(1, Ordering::SeqCst) + 1)
+            }
             WriteBarrier::GroupCommit(flusher) => {
                 Ticket(flusher.shared.committed.fetch_add(1, Ordering::SeqCst) + 1)
             }
@@ -458,6 +493,38 @@ impl WriteBarrier {
         self.pending(ticket).wait()
     }
 
+    /// Every write whose ticket is at or below this is durable (all of
+    /// them, for a store that never syncs).
+    pub(crate) fn durable_mark(&self) -> u64 {
+        match self {
+            WriteBarrier::Immediate => u64::MAX,
+            WriteBarrier::Periodic(periodic) => periodic.state.durable.load(Ordering::Acquire),
+            WriteBarrier::GroupCommit(flusher) => flusher.shared.durable.load(Ordering::Acquire),
+        }
+    }
+
+    /// Asks for a round that covers `ticket` without waiting for it (in
+    /// group-commit mode; relaxed mode's next round comes by itself).
+    pub(crate) fn request(&self, ticket: Ticket) {
+        if let WriteBarrier::GroupCommit(flusher) = self {
+            let shared = &flusher.shared;
+            if shared.durable.load(Ordering::Acquire) < ticket.0 {
+                let mut state = shared.state.lock();
+                let _ = shared.decided_or_request(&mut state, ticket.0);
+            }
+        }
+    }
+
+    /// Sets what is told the durable mark after every successful round
+    /// (once; later calls are ignored).
+    pub(crate) fn on_durable(&self, listener: DurableListener) {
+        let _ = match self {
+            WriteBarrier::Immediate => Ok(()),
+            WriteBarrier::Periodic(periodic) => periodic.state.listener.0.set(listener),
+            WriteBarrier::GroupCommit(flusher) => flusher.shared.listener.0.set(listener),
+        };
+    }
+
     /// Completed flush rounds (0 when not in group-commit mode).
     pub(crate) fn rounds(&self) -> u64 {
         match self {
@@ -489,6 +556,11 @@ pub(crate) struct Periodic {
 
 #[derive(Debug, Default)]
 struct PeriodicState {
+    /// Tickets handed out (as in group commit).
+    committed: AtomicU64,
+    /// Every ticket up to this is durable.
+    durable: AtomicU64,
+    listener: ListenerSlot,
     /// Read on every write without a lock.
     failed: AtomicBool,
     inner: Mutex<PeriodicInner>,
@@ -533,6 +605,7 @@ fn flush_every(syncer: &Syncer, state: &PeriodicState, interval: Duration) {
             return;
         }
         drop(inner);
+        let target = state.committed.load(Ordering::SeqCst);
         let result = syncer.sync();
         inner = state.inner.lock();
         inner.rounds += 1;
@@ -541,5 +614,7 @@ fn flush_every(syncer: &Syncer, state: &PeriodicState, interval: Duration) {
             state.failed.store(true, Ordering::Release);
             return;
         }
+        state.durable.fetch_max(target, Ordering::AcqRel);
+        state.listener.tell(state.durable.load(Ordering::Acquire));
     }
 }

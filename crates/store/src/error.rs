@@ -56,6 +56,25 @@ pub enum Error {
     #[error("idempotency key reused for a different request")]
     IdempotencyKeyReused,
 
+    /// A cursor into the presence event feed points before events that
+    /// retention has purged (SPEC section 11): resuming from it would skip
+    /// them. The reader resynchronises from the online query.
+    #[error(
+        "the events after {after} are no longer kept; the oldest kept event follows {purged_through}"
+    )]
+    CursorExpired {
+        /// The cursor given.
+        after: u64,
+        /// Every event up to this seq has been purged.
+        purged_through: u64,
+    },
+
+    /// The store was opened with the presence feed off
+    /// ([`Config::presence_feed`](crate::Config::presence_feed)): no event
+    /// feed, online index or counts are kept.
+    #[error("the presence feed is off in this store")]
+    FeedOff,
+
     /// A stored record could not be decoded: corrupt bytes or a record
     /// written by an unknown format version.
     #[error("corrupt record: {0}")]
@@ -136,6 +155,12 @@ pub enum Field {
     ApiKey,
     /// A presence lease's length, in seconds.
     TtlSeconds,
+    /// The size of a page of events or subscribers.
+    Limit,
+    /// The cursor of a page of online subscribers (a subscriber id).
+    After,
+    /// The window of the online query, in seconds.
+    Within,
 }
 
 impl std::fmt::Display for Field {
@@ -148,6 +173,9 @@ impl std::fmt::Display for Field {
             Field::Id => f.write_str("id"),
             Field::ApiKey => f.write_str("API key"),
             Field::TtlSeconds => f.write_str("lease TTL in seconds"),
+            Field::Limit => f.write_str("page size"),
+            Field::After => f.write_str("cursor"),
+            Field::Within => f.write_str("window in seconds"),
         }
     }
 }

@@ -47,6 +47,7 @@ mod config;
 mod durability;
 mod engine;
 mod error;
+mod event;
 mod expiry;
 mod id;
 mod idempotency;
@@ -63,12 +64,16 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use command::Command;
 pub use config::{Config, Durability};
 pub use error::{Entity, Error, Field, InputProblem, Result};
+pub use event::{
+    DEFAULT_PAGE, EventCause, EventPage, MAX_PAGE, MAX_WITHIN_SECONDS, OnlinePage, OnlineQuery,
+    PresenceEvent, PresenceStats, check_page_limit, check_within_seconds,
+};
 pub use id::ObjectId;
 pub use idempotency::{Executed, Idempotency, IdempotencyKey, KeyProblem, MAX_IDEMPOTENCY_KEY_LEN};
 pub use layout::MAX_RECORD_BYTES;
 pub use precondition::Precondition;
 pub use presence::{MAX_TTL_SECONDS, check_ttl_seconds};
-pub use store::{Durable, Store};
+pub use store::{Durable, EventNotice, Store};
 pub use subscriber::{
     Channel, ChannelSettings, Credentials, Data, Lease, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS,
     Subscriber, SubscriberInput, Version, check_provider_id, check_subscriber_id,

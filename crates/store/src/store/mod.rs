@@ -2,8 +2,11 @@
 //! and the one path every subscriber write takes (validate, lock the
 //! subscriber's stripe, read, decide, commit, wait for durability).
 
+mod feed;
 mod idempotency;
 mod leases;
+
+pub use feed::EventNotice;
 mod tenancy;
 
 use std::sync::Arc;

@@ -1,0 +1,112 @@
+//! The presence feed and queries on the handle (SPEC section 11): events
+//! after a cursor, waiting for the next one (blocking, or as a future for
+//! an async caller), the online query and the counts.
+
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::event::{EventPage, OnlinePage, OnlineQuery, PresenceStats};
+use crate::store::Store;
+use crate::tenancy::Tenant;
+
+/// Resolves once an event after the cursor it was made for is readable
+/// (see [`Store::event_after`]). A [`Future`](std::future::Future) woken by
+/// the store's own threads; it needs no particular async runtime.
+#[derive(Debug)]
+pub struct EventNotice {
+    _todo: (),
+}
+
+impl std::future::Future for EventNotice {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        todo!()
+    }
+}
+
+impl Store {
+    /// Up to `limit` (1 to 1000) events of the tenant's feed after the
+    /// cursor `after` (a seq), oldest first; without a cursor, from the
+    /// oldest event kept. Only events whose changes are durable (and every
+    /// smaller seq with them) are readable, so a reader that resumes after
+    /// the last seq it saw never misses one and never sees one twice.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) naming
+    /// [`Field::Limit`](crate::Field::Limit); [`Error::CursorExpired`](crate::Error::CursorExpired)
+    /// when events after `after` were purged; [`Error::FeedOff`](crate::Error::FeedOff).
+    pub fn events(&self, tenant: &Tenant, after: Option<u64>, limit: u32) -> Result<EventPage> {
+        let _ = (tenant, after, limit);
+        todo!()
+    }
+
+    /// The seq of the newest readable event of the tenant's feed (0 when
+    /// there is none): where a reader that wants only new events starts.
+    ///
+    /// # Errors
+    /// [`Error::FeedOff`](crate::Error::FeedOff), [`Error::Storage`](crate::Error::Storage).
+    pub fn last_event(&self, tenant: &Tenant) -> Result<u64> {
+        let _ = tenant;
+        todo!()
+    }
+
+    /// Blocks until an event after `after` is readable or `timeout` has
+    /// passed; returns whether one is.
+    ///
+    /// # Errors
+    /// As [`Store::last_event`].
+    pub fn wait_for_event(&self, tenant: &Tenant, after: u64, timeout: Duration) -> Result<bool> {
+        let _ = (tenant, after, timeout);
+        todo!()
+    }
+
+    /// A future that resolves once an event after `after` is readable (at
+    /// once if one is). Dropping it stops nothing.
+    ///
+    /// # Errors
+    /// As [`Store::last_event`].
+    pub fn event_after(&self, tenant: &Tenant, after: u64) -> Result<EventNotice> {
+        let _ = (tenant, after);
+        todo!()
+    }
+
+    /// The subscribers online now (a passed lease is offline), in
+    /// subscriber id order after `query.after`; with `within_seconds`, also
+    /// those whose `lastOnlineAt` is at most that long ago. Reads the
+    /// online index and the window's subscribers, never every subscriber.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) naming
+    /// [`Field::Limit`](crate::Field::Limit), [`Field::Within`](crate::Field::Within)
+    /// or [`Field::After`](crate::Field::After) (the subscriber id rule);
+    /// [`Error::FeedOff`](crate::Error::FeedOff).
+    pub fn online(&self, tenant: &Tenant, query: &OnlineQuery) -> Result<OnlinePage> {
+        let _ = (tenant, query);
+        todo!()
+    }
+
+    /// Exact counts: subscribers online now, and all subscribers.
+    ///
+    /// # Errors
+    /// [`Error::FeedOff`](crate::Error::FeedOff), [`Error::Storage`](crate::Error::Storage).
+    pub fn presence_stats(&self, tenant: &Tenant) -> Result<PresenceStats> {
+        let _ = tenant;
+        todo!()
+    }
+
+    /// Purges events older than the retention
+    /// ([`Config::event_retention`](crate::Config::event_retention)), oldest
+    /// first, up to `limit`; returns how many. The store's expiry thread
+    /// does this by itself.
+    ///
+    /// # Errors
+    /// [`Error::FeedOff`](crate::Error::FeedOff), [`Error::Storage`](crate::Error::Storage).
+    pub fn purge_events(&self, limit: usize) -> Result<usize> {
+        let _ = limit;
+        todo!()
+    }
+}
