@@ -110,6 +110,19 @@ impl TestServer {
     pub fn send_raw(&self, bytes: &[u8]) -> Reply {
         testkit::send_raw(self.addr, bytes)
     }
+
+    /// Shuts the server down as a signal would and waits for `serve` to
+    /// return; how long that took.
+    pub fn shut_down(&mut self) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the server thread");
+        }
+        started.elapsed()
+    }
 }
 
 impl Drop for TestServer {
