@@ -30,6 +30,8 @@ pub fn decode_request(input: &[u8]) {
         }
     }
     let _ = crate::extract::fail_if_exists(Some(query));
+    let _ = crate::extract::events_query(Some(query));
+    let _ = crate::extract::online_query(Some(query));
 
     let mut headers = HeaderMap::new();
     for name in [
@@ -37,6 +39,8 @@ pub fn decode_request(input: &[u8]) {
         "idempotency-key",
         "if-match",
         "content-length",
+        "accept",
+        "last-event-id",
     ] {
         if let Ok(value) = HeaderValue::from_bytes(head) {
             headers.append(HeaderName::from_static(name), value);
@@ -44,6 +48,8 @@ pub fn decode_request(input: &[u8]) {
     }
     let _ = crate::extract::idempotency_header(&headers);
     let _ = crate::extract::if_match(&headers);
+    let _ = crate::extract::wants_event_stream(&headers);
+    let _ = crate::extract::last_event_id(&headers);
 
     if let Ok(json) = crate::wire::parse_json(body) {
         let _ = crate::wire::presence(&json);
