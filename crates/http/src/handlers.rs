@@ -170,6 +170,8 @@ async fn dispatch(
 /// than the retention is a 410 rather than a stream.
 fn events(state: &Context, request: &Request<Incoming>, tenant: Tenant) -> Result<Reply, ApiError> {
     let query = extract::events_query(request.uri().query())?;
+    // Checked on every request of the route, though only a stream reads it.
+    let last_seen = extract::last_event_id(request.headers())?;
     let store = &state.store;
     if !extract::wants_event_stream(request.headers()) {
         let page = store
@@ -177,7 +179,7 @@ fn events(state: &Context, request: &Request<Incoming>, tenant: Tenant) -> Resul
             .map_err(|e| from_store(&e, None))?;
         return data_reply(EventPageDto::new(&page));
     }
-    let start = match extract::last_event_id(request.headers())?.or(query.after) {
+    let start = match last_seen.or(query.after) {
         Some(seq) => seq,
         None => store
             .last_event(&tenant)

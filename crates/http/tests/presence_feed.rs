@@ -498,6 +498,22 @@ fn a_query_parameter_that_breaks_its_rule_is_422_naming_it() {
     );
     let refused = stream(&s, &format!("{EVENTS}?after=-1"), &[]).expect_err("422");
     refused.error(422, "Validation Error");
+    // A page request checks the header as well; empty means absent.
+    let auth = s.auth_a();
+    s.send(
+        "GET",
+        EVENTS,
+        &[("Authorization", &auth), ("Last-Event-ID", "-1")],
+        None,
+    )
+    .error(422, "Validation Error");
+    let page = s.send(
+        "GET",
+        EVENTS,
+        &[("Authorization", &auth), ("Last-Event-ID", "")],
+        None,
+    );
+    assert_eq!(page.status, 200);
 }
 
 #[test]
