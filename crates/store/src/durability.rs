@@ -189,6 +189,13 @@ impl ListenerSlot {
 #[must_use = "a write is acknowledged only after waiting for its ticket"]
 pub(crate) struct Ticket(u64);
 
+impl Ticket {
+    /// Its place in the order of commits.
+    pub(crate) fn number(self) -> u64 {
+        self.0
+    }
+}
+
 #[derive(Debug, Default)]
 struct RoundState {
     /// The highest ticket a waiter is waiting for: the flusher runs rounds
