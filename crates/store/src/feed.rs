@@ -346,38 +346,40 @@ fn purged_through(trees: &Trees, env: ObjectId) -> Result<u64> {
 }
 
 /// At open, after the journal's redo: removes events whose change is not
-/// in the store (see the module's docs).
+/// in the store (see the module's docs). Reads only each environment's
+/// events after its mark.
 pub(crate) fn recover(trees: &Trees) -> Result<usize> {
     let mut removed = 0;
-    let mut env: Option<ObjectId> = None;
-    let mut mark = 0;
-    for entry in trees.events.iter() {
-        let (key, value) = entry?;
-        let (this_env, seq) = layout::split_event_key(&key)?;
-        if env != Some(this_env) {
-            env = Some(this_env);
-            mark = match trees.meta.get(layout::feed_mark_key(this_env))? {
-                Some(bytes) => layout::read_u64(&bytes)?,
-                None => 0,
+    let mut next_env = trees.events.first()?;
+    while let Some((key, _)) = next_env {
+        let (env, _) = layout::split_event_key(&key)?;
+        let mark = match trees.meta.get(layout::feed_mark_key(env))? {
+            Some(bytes) => layout::read_u64(&bytes)?,
+            None => 0,
+        };
+        let tail = layout::event_key(env, mark.saturating_add(1).max(1))
+            ..=layout::event_key(env, u64::MAX);
+        for entry in trees.events.range(tail) {
+            let (key, value) = entry?;
+            let event = EventRecord::decode(&value)?;
+            let doc_key = layout::subscriber_key(env, &event.subscriber_id);
+            let current = match trees.subscribers.get(&doc_key)? {
+                Some(bytes) => match Subscriber::decode(&bytes) {
+                    Ok(doc) => Some(doc),
+                    // Nothing to compare with: the event stays.
+                    Err(_) => continue,
+                },
+                None => None,
             };
+            if !event.change_written(current.as_ref()) {
+                trees.events.remove(&key)?;
+                removed += 1;
+            }
         }
-        if seq == 0 || seq <= mark {
-            continue;
-        }
-        let event = EventRecord::decode(&value)?;
-        let doc_key = layout::subscriber_key(this_env, &event.subscriber_id);
-        let current = match trees.subscribers.get(&doc_key)? {
-            Some(bytes) => match Subscriber::decode(&bytes) {
-                Ok(doc) => Some(doc),
-                // Nothing to compare with: the event stays.
-                Err(_) => continue,
-            },
+        next_env = match layout::prefix_end(env.as_bytes()) {
+            Some(end) => trees.events.range(end..).next().transpose()?,
             None => None,
         };
-        if !event.change_written(current.as_ref()) {
-            trees.events.remove(&key)?;
-            removed += 1;
-        }
     }
     Ok(removed)
 }
