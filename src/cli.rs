@@ -54,6 +54,12 @@ pub enum DurabilityArg {
     Relaxed,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -97,6 +103,29 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u32).range(0..=86_400)
     )]
     pub presence_ttl_secs: u32,
+
+    /// Keep the presence event feed, the online index and the counts
+    /// (`/v1/presence/events`, `/online`, `/stats`). Off, those routes answer
+    /// 404 and a presence write does a little less work; turned on again,
+    /// the indexes are rebuilt at start (no events for the time it was off).
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_PRESENCE_FEED",
+        value_enum,
+        default_value = "on"
+    )]
+    pub presence_feed: Switch,
+
+    /// How long presence events are kept, in seconds (1 to 31536000); a
+    /// reader whose cursor is older gets 410 and resynchronises from
+    /// /v1/presence/online.
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_EVENT_RETENTION_SECS",
+        default_value_t = 86_400,
+        value_parser = clap::value_parser!(u64).range(1..=31_536_000)
+    )]
+    pub event_retention_secs: u64,
 
     /// Largest request body in bytes; larger bodies get 413.
     #[arg(long, env = "SUBSCRIBERD_MAX_BODY_BYTES", default_value_t = 256 * 1024)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use subscriber_http::ServerConfig;
 use subscriber_store::{Config, Durability, Store};
 
-use crate::cli::{DurabilityArg, ServeArgs};
+use crate::cli::{DurabilityArg, ServeArgs, Switch};
 use crate::{admin, limits};
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
@@ -39,7 +39,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .durability(durability)
             .flush_interval(Duration::from_millis(args.flush_interval_ms))
             .idempotency_ttl(Duration::from_secs(args.idempotency_ttl_secs))
-            .presence_ttl_secs(args.presence_ttl_secs),
+            .presence_ttl_secs(args.presence_ttl_secs)
+            .presence_feed(args.presence_feed == Switch::On)
+            .event_retention(Duration::from_secs(args.event_retention_secs)),
     )
     .map_err(|e| format!("cannot open data directory {}: {e}", args.data.display()))?;
     provision(&store, &args)?;
@@ -54,6 +56,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         body_read_timeout: Duration::from_secs(args.body_timeout_secs),
         max_connections: args.max_connections,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        ..ServerConfig::default()
     };
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -82,6 +85,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             durability = ?args.durability,
             max_connections = config.max_connections,
             presence_ttl_secs = args.presence_ttl_secs,
+            presence_feed = ?args.presence_feed,
+            event_retention_secs = args.event_retention_secs,
             "listening on http://{addr}"
         );
         let served = subscriber_http::serve(listener, store.clone(), config, shutdown).await;

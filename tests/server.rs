@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{KEY, Server, binary};
+use serde_json::json;
 
 #[test]
 fn acknowledged_writes_survive_sigterm_and_restart() {
@@ -256,5 +257,105 @@ fn the_presence_ttl_flag_takes_0_to_86400_and_its_variable_works() {
         .as_str()
         .expect("a lease from the variable");
     assert!(expires > updated, "{online}");
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn the_event_retention_flag_takes_1_to_31536000_and_its_variable_works() {
+    let dir = tempfile::tempdir().expect("dir");
+    for bad in ["0", "31536001", "-1", "1.5", "a day"] {
+        let out = binary()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg(format!("--event-retention-secs={bad}"))
+            .arg("--data")
+            .arg(dir.path())
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--event-retention-secs"), "{bad}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // The variable is read, and held to the same range.
+    let out = binary()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .env("SUBSCRIBERD_EVENT_RETENTION_SECS", "0")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--event-retention-secs"));
+    let mut command = binary();
+    command.env("SUBSCRIBERD_EVENT_RETENTION_SECS", "31536000");
+    let server = Server::launch(command, dir.path(), &[], Some(common::KEY));
+    let page = server.call("GET", "/v1/presence/events", &[], None);
+    assert_eq!(page.status, 200);
+    assert_eq!(page.data(), json!({"events": [], "next": "0"}));
+    assert!(server.terminate().success());
+    let help = binary()
+        .args(["serve", "--help"])
+        .output()
+        .expect("run --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--event-retention-secs",
+        "SUBSCRIBERD_EVENT_RETENTION_SECS",
+        "--presence-feed",
+        "SUBSCRIBERD_PRESENCE_FEED",
+    ] {
+        assert!(help.contains(flag), "{flag} in --help: {help}");
+    }
+}
+
+#[test]
+fn the_presence_feed_flag_takes_on_or_off_and_off_answers_404() {
+    let dir = tempfile::tempdir().expect("dir");
+    for bad in ["yes", "1", ""] {
+        let out = binary()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg(format!("--presence-feed={bad}"))
+            .arg("--data")
+            .arg(dir.path())
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--presence-feed"), "{bad}: {stderr}");
+    }
+    let mut command = binary();
+    command.env("SUBSCRIBERD_PRESENCE_FEED", "off");
+    let server = Server::launch(command, dir.path(), &[], Some(common::KEY));
+    for path in [
+        "/v1/presence/events",
+        "/v1/presence/online",
+        "/v1/presence/stats",
+    ] {
+        server.call("GET", path, &[], None).error(
+            404,
+            "The presence feed is off on this server (subscriberd serve --presence-feed on keeps it)",
+        );
+    }
+    // Presence writes still work without the feed.
+    let created = server.call(
+        "POST",
+        "/v1/subscribers",
+        &[],
+        Some(r#"{"subscriberId":"u1"}"#),
+    );
+    assert_eq!(created.status, 201);
+    let online = server.call(
+        "PATCH",
+        "/v1/subscribers/u1/online-status",
+        &[],
+        Some(r#"{"isOnline": true}"#),
+    );
+    assert_eq!(online.status, 200);
+    assert!(server.terminate().success());
+
+    // On again (the default): the routes answer, the counts rebuilt at open.
+    let server = Server::start(dir.path(), &["--presence-feed", "on"]);
+    let stats = server.call("GET", "/v1/presence/stats", &[], None);
+    assert_eq!(stats.status, 200);
+    assert_eq!(stats.data(), json!({"online": 1, "subscribers": 1}));
     assert!(server.terminate().success());
 }

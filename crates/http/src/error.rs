@@ -121,6 +121,9 @@ pub(crate) fn field_name(field: &Field) -> String {
         Field::Id => "id".into(),
         Field::ApiKey => "apiKey".into(),
         Field::TtlSeconds => "ttlSeconds".into(),
+        Field::Limit => "limit".into(),
+        Field::After => "after".into(),
+        Field::Within => "within".into(),
         other => other.to_string(),
     }
 }
@@ -220,6 +223,19 @@ pub(crate) fn from_store(error: &Error, shown_key: Option<&str>) -> ApiError {
                 shown_key.unwrap_or_default()
             ),
         ),
+        Error::CursorExpired {
+            after,
+            purged_through,
+        } => ApiError::new(
+            StatusCode::GONE,
+            format!(
+                "The cursor {after} is older than the event retention: events through {purged_through} were purged. Resynchronise from /v1/presence/online, then read /v1/presence/events again"
+            ),
+        ),
+        Error::FeedOff => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "The presence feed is off on this server (subscriberd serve --presence-feed on keeps it)",
+        ),
         other => ApiError::internal(other),
     }
 }
@@ -254,6 +270,33 @@ mod tests {
         ];
         for (field, problem, message) in cases {
             assert_eq!(rule_message(&field, &problem), message);
+        }
+        let range = |min, max| InputProblem::NotInRange { min, max };
+        for (field, problem, message) in [
+            (
+                Field::Limit,
+                range(1, 1000),
+                "limit must be an integer between 1 and 1000",
+            ),
+            (
+                Field::Within,
+                range(1, 2_592_000),
+                "within must be an integer between 1 and 2592000",
+            ),
+            (
+                Field::After,
+                InputProblem::Blank,
+                "after should not be empty",
+            ),
+        ] {
+            assert_eq!(rule_message(&field, &problem), message);
+            let error = from_store(&Error::InvalidInput { field, problem }, None);
+            assert_eq!(error.status, StatusCode::UNPROCESSABLE_ENTITY);
+            let errors = error.errors().expect("a 422 names the parameter");
+            assert_eq!(
+                errors[&field_name(&field)]["messages"][0].as_str(),
+                Some(message)
+            );
         }
         let provider = rule_message(
             &Field::ProviderId { channel: 2 },
@@ -366,6 +409,19 @@ mod tests {
                 Error::InvalidIdempotencyKey(KeyProblem::TooLong),
                 400,
                 "idempotencyKey \"k\" has exceeded the maximum allowed length of 255 characters",
+            ),
+            (
+                Error::CursorExpired {
+                    after: 3,
+                    purged_through: 9,
+                },
+                410,
+                "The cursor 3 is older than the event retention: events through 9 were purged. Resynchronise from /v1/presence/online, then read /v1/presence/events again",
+            ),
+            (
+                Error::FeedOff,
+                404,
+                "The presence feed is off on this server (subscriberd serve --presence-feed on keeps it)",
             ),
         ];
         for (error, status, message) in cases {

@@ -1,16 +1,23 @@
 //! Pulling typed inputs out of a request: the API key, the path's subscriber
-//! id, the idempotency key, `If-Match`, the query, and the body under its
-//! size cap. Each failure is already an `ApiError` in the SPEC's terms.
+//! id, the idempotency key, `If-Match`, the query (`failIfExists`, the
+//! presence feed's `after`/`limit`/`within`), the event stream's headers,
+//! and the body under its size cap. Each failure is already an `ApiError`
+//! in the SPEC's terms.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::StatusCode;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderMap, IF_MATCH};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HeaderMap, IF_MATCH};
 use percent_encoding::percent_decode_str;
-use subscriber_store::{IdempotencyKey, Precondition, Store, Tenant, Version, check_subscriber_id};
+use serde_json::{Map, Value};
+use subscriber_store::{
+    DEFAULT_PAGE, Field, IdempotencyKey, InputProblem, MAX_PAGE, MAX_WITHIN_SECONDS, OnlineQuery,
+    Precondition, Store, Tenant, Version, check_page_limit, check_subscriber_id,
+    check_within_seconds,
+};
 
-use crate::error::{ApiError, bad_path_subscriber_id, from_store};
+use crate::error::{ApiError, bad_path_subscriber_id, field_error, from_store, rule_message};
 
 /// The tenant of the request's `Authorization: ApiKey <key>`.
 pub(crate) fn tenant(headers: &HeaderMap, store: &Store) -> Result<Tenant, ApiError> {
@@ -216,6 +223,196 @@ pub(crate) fn fail_if_exists(query: Option<&str>) -> Result<bool, ApiError> {
     Ok(result)
 }
 
+/// The query of `GET /v1/presence/events`: `after` (a seq) and `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EventsQuery {
+    pub after: Option<u64>,
+    pub limit: u32,
+}
+
+/// `after` (a decimal seq) and `limit` (1 to 1000, default 100) of the
+/// event feed. A parameter that breaks its rule is a 422 naming it.
+pub(crate) fn events_query(query: Option<&str>) -> Result<EventsQuery, ApiError> {
+    let mut problems = Map::new();
+    let [after, limit] = query_values(query, ["after", "limit"], &mut problems);
+    let after = after.and_then(|raw| seq(&raw, "after", &mut problems));
+    let limit = page_limit(limit, &mut problems);
+    match (limit, problems.is_empty()) {
+        (Some(limit), true) => Ok(EventsQuery { after, limit }),
+        _ => Err(ApiError::validation(problems)),
+    }
+}
+
+/// `after` (a subscriber id, checked by the store's id rule when it runs
+/// the query), `limit` (1 to 1000, default 100) and `within` (seconds, 1 to
+/// 2592000) of the online query. A parameter that breaks its rule is a 422
+/// naming it.
+pub(crate) fn online_query(query: Option<&str>) -> Result<OnlineQuery, ApiError> {
+    let mut problems = Map::new();
+    let [after, limit, within] = query_values(query, ["after", "limit", "within"], &mut problems);
+    let limit = page_limit(limit, &mut problems);
+    let within_seconds = within.and_then(|raw| {
+        let checked = decimal(&raw).map(check_within_seconds);
+        match checked {
+            Some(Ok(within)) => Some(within),
+            _ => {
+                let problem = InputProblem::NotInRange {
+                    min: 1,
+                    max: u64::from(MAX_WITHIN_SECONDS),
+                };
+                broken(&mut problems, Field::Within, &problem, &raw);
+                None
+            }
+        }
+    });
+    match (limit, problems.is_empty()) {
+        (Some(limit), true) => Ok(OnlineQuery {
+            after,
+            limit,
+            within_seconds,
+        }),
+        _ => Err(ApiError::validation(problems)),
+    }
+}
+
+/// The values of the named parameters, percent-decoded with `+` as a space
+/// (`application/x-www-form-urlencoded`, what `URLSearchParams` writes).
+/// Names are case-sensitive; other parameters are ignored, as Novu's
+/// Express stack ignores them. A name given twice, or a value that is not
+/// UTF-8 once decoded, is a problem naming the parameter.
+fn query_values<const N: usize>(
+    query: Option<&str>,
+    names: [&'static str; N],
+    problems: &mut Map<String, Value>,
+) -> [Option<String>; N] {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(index) = names.iter().position(|n| *n == name) else {
+            continue;
+        };
+        let spaced = raw.replace('+', " ");
+        let value = match percent_decode_str(&spaced).decode_utf8() {
+            Ok(value) => value.into_owned(),
+            Err(_) => {
+                let message = format!("{name} must be valid UTF-8 once percent-decoded");
+                problems.insert(
+                    name.into(),
+                    field_error(&[&message], Some(&Value::String(raw.into()))),
+                );
+                continue;
+            }
+        };
+        if values[index].is_some() {
+            let message = format!("{name} must be given at most once");
+            problems.insert(
+                name.into(),
+                field_error(&[&message], Some(&Value::String(value))),
+            );
+            continue;
+        }
+        values[index] = Some(value);
+    }
+    values
+}
+
+/// A whole number written in decimal digits only (no sign, no spaces, no
+/// fraction); `None` for anything else, a number above `u64::MAX` included.
+fn decimal(raw: &str) -> Option<u64> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
+
+/// A broken store rule in the 422 shape, with the value as sent.
+fn broken(problems: &mut Map<String, Value>, field: Field, problem: &InputProblem, raw: &str) {
+    let message = rule_message(&field, problem);
+    problems.insert(
+        crate::error::field_name(&field),
+        field_error(&[&message], Some(&Value::String(raw.into()))),
+    );
+}
+
+/// An event seq: 0 to `u64::MAX` in decimal. `name` is the parameter or
+/// header it came in.
+fn seq(raw: &str, name: &str, problems: &mut Map<String, Value>) -> Option<u64> {
+    let parsed = decimal(raw);
+    if parsed.is_none() {
+        let message = format!("{name} must be an integer between 0 and {}", u64::MAX);
+        problems.insert(
+            name.into(),
+            field_error(&[&message], Some(&Value::String(raw.into()))),
+        );
+    }
+    parsed
+}
+
+/// `limit`: absent is the default page, else 1 to 1000.
+fn page_limit(raw: Option<String>, problems: &mut Map<String, Value>) -> Option<u32> {
+    let Some(raw) = raw else {
+        return Some(DEFAULT_PAGE);
+    };
+    match decimal(&raw).map(check_page_limit) {
+        Some(Ok(limit)) => Some(limit),
+        _ => {
+            let problem = InputProblem::NotInRange {
+                min: 1,
+                max: u64::from(MAX_PAGE),
+            };
+            broken(problems, Field::Limit, &problem, &raw);
+            None
+        }
+    }
+}
+
+/// Whether the request asks for server-sent events: an `Accept` that names
+/// `text/event-stream` (any case, parameters and other members aside).
+pub(crate) fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|member| {
+            let media = member.split(';').next().unwrap_or_default().trim();
+            media.eq_ignore_ascii_case("text/event-stream")
+        })
+}
+
+/// `Last-Event-ID` (what `EventSource` and our README's clients send on a
+/// reconnect): absent or empty is `None` (a browser sends no header before
+/// it has seen an id), else a seq; anything else is a 422 naming it.
+pub(crate) fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    const NAME: &str = "Last-Event-ID";
+    let mut values = headers.get_all("last-event-id").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let mut problems = Map::new();
+    let raw = String::from_utf8_lossy(value.as_bytes());
+    if values.next().is_some() {
+        let message = format!("{NAME} must be given at most once");
+        problems.insert(
+            NAME.into(),
+            field_error(&[&message], Some(&Value::String(raw.into_owned()))),
+        );
+        return Err(ApiError::validation(problems));
+    }
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    match seq(raw, NAME, &mut problems) {
+        Some(seq) => Ok(Some(seq)),
+        None => Err(ApiError::validation(problems)),
+    }
+}
+
 /// The whole body, refused with 413 once it passes `limit` bytes: at once
 /// when `Content-Length` says so, else as soon as the stream does; and with
 /// 408 (closing the connection) when it has not all arrived within `timeout`.
@@ -327,5 +524,107 @@ mod tests {
             Some(false)
         );
         assert!(fail_if_exists(Some("failIfExists=yes")).is_err());
+    }
+
+    /// The 422's `errors` of a rejected query.
+    fn rejected(result: Result<impl std::fmt::Debug, ApiError>) -> Value {
+        let error = result.expect_err("rejected");
+        assert_eq!(error.status, StatusCode::UNPROCESSABLE_ENTITY);
+        Value::Object(error.errors().expect("errors").clone())
+    }
+
+    #[test]
+    fn events_query_reads_after_and_limit() {
+        let parsed = |q| events_query(q).ok();
+        let query = |after, limit| Some(EventsQuery { after, limit });
+        assert_eq!(parsed(None), query(None, 100));
+        assert_eq!(parsed(Some("")), query(None, 100));
+        assert_eq!(parsed(Some("after=0&limit=1")), query(Some(0), 1));
+        assert_eq!(
+            parsed(Some(
+                "limit=1000&after=18446744073709551615&x=y&within=oops"
+            )),
+            query(Some(u64::MAX), 1000)
+        );
+        assert_eq!(parsed(Some("after=007")), query(Some(7), 100));
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "x",
+            "+1",
+            " 1",
+            "18446744073709551616",
+            "1e3",
+        ] {
+            let errors = rejected(events_query(Some(&format!("after={bad}"))));
+            assert_eq!(
+                errors["after"]["messages"][0],
+                "after must be an integer between 0 and 18446744073709551615"
+            );
+            assert_eq!(errors["after"]["value"], bad.replace('+', " "));
+        }
+        for bad in ["", "0", "1001", "-5", "ten", "99999999999999999999999"] {
+            let errors = rejected(events_query(Some(&format!("limit={bad}"))));
+            assert_eq!(
+                errors["limit"]["messages"][0],
+                "limit must be an integer between 1 and 1000"
+            );
+        }
+        let errors = rejected(events_query(Some("limit=5&limit=6")));
+        assert_eq!(
+            errors["limit"]["messages"][0],
+            "limit must be given at most once"
+        );
+        let errors = rejected(events_query(Some("after=%FF&limit=0")));
+        assert!(errors.get("after").is_some() && errors.get("limit").is_some());
+    }
+
+    #[test]
+    fn online_query_reads_after_limit_and_within() {
+        let parsed = online_query(Some("after=a%20b+c&limit=2&within=60")).expect("ok");
+        assert_eq!(
+            parsed,
+            OnlineQuery {
+                after: Some("a b c".into()),
+                limit: 2,
+                within_seconds: Some(60),
+            }
+        );
+        assert_eq!(online_query(None).ok(), Some(OnlineQuery::default()));
+        // The id rule is the store's: an empty cursor goes through to it.
+        assert_eq!(
+            online_query(Some("after=")).ok().and_then(|q| q.after),
+            Some(String::new())
+        );
+        for bad in ["", "0", "2592001", "-1", "1h"] {
+            let errors = rejected(online_query(Some(&format!("within={bad}"))));
+            assert_eq!(
+                errors["within"]["messages"][0],
+                "within must be an integer between 1 and 2592000"
+            );
+        }
+    }
+
+    #[test]
+    fn event_stream_headers() {
+        assert!(wants_event_stream(&headers("accept", "text/event-stream")));
+        assert!(wants_event_stream(&headers(
+            "accept",
+            "application/json, Text/Event-Stream;q=0.9"
+        )));
+        assert!(!wants_event_stream(&headers("accept", "*/*")));
+        assert!(!wants_event_stream(&HeaderMap::new()));
+        assert_eq!(last_event_id(&HeaderMap::new()).ok(), Some(None));
+        assert_eq!(
+            last_event_id(&headers("last-event-id", "")).ok(),
+            Some(None)
+        );
+        assert_eq!(
+            last_event_id(&headers("last-event-id", "42")).ok(),
+            Some(Some(42))
+        );
+        let errors = rejected(last_event_id(&headers("last-event-id", "abc")));
+        assert!(errors.get("Last-Event-ID").is_some());
     }
 }

@@ -5,18 +5,21 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, ETAG, HeaderValue};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue};
 use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use subscriber_store::{Command, Idempotency, Store, Subscriber, Tenant, Timestamp};
+use tokio::sync::watch;
 
 use crate::ServerConfig;
 use crate::error::{ApiError, from_store};
 use crate::extract;
 use crate::router::{self, Endpoint, Matched};
-use crate::wire::{self, Envelope, SubscriberDto};
+use crate::stream::{self, EventStream, Feed};
+use crate::wire::{self, Envelope, EventPageDto, OnlinePageDto, StatsDto, SubscriberDto};
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -24,14 +27,17 @@ pub(crate) struct Context {
     pub store: Store,
     pub config: ServerConfig,
     pub openapi: Bytes,
+    /// Turns true when the server shuts down: event streams end then.
+    pub stop: watch::Receiver<bool>,
 }
 
-pub(crate) type Reply = Response<Full<Bytes>>;
+/// A whole JSON answer, or a presence event stream.
+pub(crate) type Reply = Response<Either<Full<Bytes>, EventStream>>;
 
 const JSON: &str = "application/json; charset=utf-8";
 
 fn json_reply(status: StatusCode, body: Bytes) -> Reply {
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(Either::Left(Full::new(body)));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -58,14 +64,24 @@ pub(crate) fn error_reply(error: &ApiError, path: &str, at: Timestamp) -> Reply 
     response
 }
 
+/// A document's `data` as the raw JSON it was stored as.
+fn raw_data(doc: &Subscriber) -> Result<Option<Box<RawValue>>, ApiError> {
+    doc.data
+        .as_ref()
+        .map(|data| RawValue::from_string(data.as_json().to_owned()))
+        .transpose()
+        .map_err(|e| ApiError::internal(&e))
+}
+
+/// `{"data": ...}`, 200.
+fn data_reply(data: impl Serialize) -> Result<Reply, ApiError> {
+    let body = serde_json::to_vec(&Envelope { data }).map_err(|e| ApiError::internal(&e))?;
+    Ok(json_reply(StatusCode::OK, body.into()))
+}
+
 /// `{"data": document}` with its `ETag`.
 fn document_reply(status: StatusCode, doc: &Subscriber) -> Result<Reply, ApiError> {
-    let data = match &doc.data {
-        Some(data) => Some(
-            RawValue::from_string(data.as_json().to_owned()).map_err(|e| ApiError::internal(&e))?,
-        ),
-        None => None,
-    };
+    let data = raw_data(doc)?;
     let body = serde_json::to_vec(&Envelope {
         data: SubscriberDto::new(doc, data.as_deref()),
     })
@@ -123,8 +139,67 @@ async fn dispatch(
                 Bytes::from_static(br#"{"data":{"acknowledged":true,"status":"deleted"}}"#),
             ))
         }
+        (Endpoint::PresenceEvents, None) => events(state, &request, tenant),
+        (Endpoint::PresenceOnline, None) => {
+            let query = extract::online_query(request.uri().query())?;
+            let page = state
+                .store
+                .online(&tenant, &query)
+                .map_err(|e| from_store(&e, None))?;
+            let data = page
+                .subscribers
+                .iter()
+                .map(raw_data)
+                .collect::<Result<Vec<_>, _>>()?;
+            data_reply(OnlinePageDto::new(&page, &data))
+        }
+        (Endpoint::PresenceStats, None) => {
+            let stats = state
+                .store
+                .presence_stats(&tenant)
+                .map_err(|e| from_store(&e, None))?;
+            data_reply(StatsDto::new(stats))
+        }
         (_, id) => write(state, request, path, &matched, tenant, id).await,
     }
+}
+
+/// A page of the presence feed, or with `Accept: text/event-stream` the
+/// feed live: from `Last-Event-ID`, else `after`, else the newest event.
+/// The stream's first page is read before the answer, so a cursor older
+/// than the retention is a 410 rather than a stream.
+fn events(state: &Context, request: &Request<Incoming>, tenant: Tenant) -> Result<Reply, ApiError> {
+    let query = extract::events_query(request.uri().query())?;
+    let store = &state.store;
+    if !extract::wants_event_stream(request.headers()) {
+        let page = store
+            .events(&tenant, query.after, query.limit)
+            .map_err(|e| from_store(&e, None))?;
+        return data_reply(EventPageDto::new(&page));
+    }
+    let start = match extract::last_event_id(request.headers())?.or(query.after) {
+        Some(seq) => seq,
+        None => store
+            .last_event(&tenant)
+            .map_err(|e| from_store(&e, None))?,
+    };
+    let first = store
+        .events(&tenant, Some(start), query.limit)
+        .map_err(|e| from_store(&e, None))?;
+    let feed = Feed {
+        store: store.clone(),
+        tenant,
+        first,
+        limit: query.limit,
+        keep_alive: state.config.event_stream_keep_alive,
+    };
+    let mut response = Response::new(Either::Right(stream::start(feed, state.stop.clone())));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx would otherwise hold events back in its buffer.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
 }
 
 /// 200 while the store can write; 503 while a storage failure keeps it from

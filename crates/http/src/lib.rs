@@ -25,6 +25,7 @@ mod handlers;
 mod openapi;
 mod router;
 mod server;
+mod stream;
 mod wire;
 
 pub use openapi::document as openapi_document;

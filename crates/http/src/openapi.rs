@@ -144,6 +144,59 @@ pub fn document() -> Value {
             )
         })
     };
+    let feed_off = (
+        "404",
+        "The presence feed is off on this server (--presence-feed off)",
+    );
+    let bad_query = (
+        "422",
+        "A query parameter breaks its rule (not a whole number, out of range, given twice, or a cursor that is not a subscriber id); `errors` names it",
+    );
+    let events = json!({
+        "operationId": "PresenceController_events",
+        "summary": "Presence events after a cursor, as a page or live as server-sent events",
+        "description": "Every change of a subscriber's presence, oldest first (beyond Novu). As JSON: a page after `after` (without it, from the oldest kept event); `next` is the cursor of the next page. With `Accept: text/event-stream`: the feed live, from `Last-Event-ID` (it wins over `after`), else `after`, else from now; each event is `id: <seq>`, `event: presence`, `data: <event JSON>`, and a `: keep-alive` comment follows every 15 s of silence. Events older than the retention are purged; a cursor before them is 410 (resynchronise from /v1/presence/online).",
+        "tags": ["Presence"],
+        "parameters": [
+            {"name": "after", "in": "query", "required": false, "description": "Start after this seq (a decimal string, as `seq` and `next` give it)", "schema": seq_schema()},
+            {"$ref": "#/components/parameters/limit"},
+            {"name": "Last-Event-ID", "in": "header", "required": false, "description": "With `Accept: text/event-stream`: resume after this seq (what an SSE client sends on reconnect); wins over `after`. Empty: as absent", "schema": {"type": "string", "pattern": "^[0-9]{0,20}$"}}
+        ],
+        "responses": common_errors(
+            json!({"200": {
+                "description": "A page of events; or, with `Accept: text/event-stream`, the live stream (chunked, until the client leaves or the server shuts down)",
+                "content": {
+                    "application/json": {"schema": data_of("PresenceEventPageDto")},
+                    "text/event-stream": {"schema": {"type": "string", "description": "Server-sent events: `id: <seq>\\nevent: presence\\ndata: <PresenceEventDto as JSON>\\n\\n` per event"}}
+                }
+            }}),
+            &[AUTH, feed_off, ("410", "The cursor is older than the event retention; resynchronise from /v1/presence/online"), bad_query, SERVER],
+        )
+    });
+    let online = json!({
+        "operationId": "PresenceController_online",
+        "summary": "Subscribers online now (or within the last `within` seconds), in subscriberId order",
+        "description": "Lease-aware: a subscriber whose lease ran out is offline. `next` is the `after` of the next page, null on the last (beyond Novu).",
+        "tags": ["Presence"],
+        "parameters": [
+            {"name": "after", "in": "query", "required": false, "description": "Start after this subscriberId (percent-encoded); the path id's rule applies", "schema": subscriber_id_schema()},
+            {"$ref": "#/components/parameters/limit"},
+            {"name": "within", "in": "query", "required": false, "description": "Also list subscribers whose lastOnlineAt is at most this many seconds ago (Novu's \"online in the last N\" step filter)", "schema": {"type": "integer", "minimum": 1, "maximum": subscriber_store::MAX_WITHIN_SECONDS}}
+        ],
+        "responses": common_errors(
+            json!({"200": ok("A page of subscriber documents", "OnlinePageDto", false)}),
+            &[AUTH, feed_off, bad_query, SERVER],
+        )
+    });
+    let stats = json!({
+        "operationId": "PresenceController_stats",
+        "summary": "Exact counts: subscribers online now, and all subscribers",
+        "tags": ["Presence"],
+        "responses": common_errors(
+            json!({"200": ok("The counts", "PresenceStatsDto", false)}),
+            &[AUTH, feed_off, SERVER],
+        )
+    });
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -164,6 +217,9 @@ pub fn document() -> Value {
                 "get": retrieve("SubscribersController_getSubscriber"),
                 "delete": delete("SubscribersController_removeSubscriber")
             },
+            "/v1/presence/events": {"get": events},
+            "/v1/presence/online": {"get": online},
+            "/v1/presence/stats": {"get": stats},
             "/v1/health-check": {"get": {
                 "operationId": "HealthController_healthCheck",
                 "summary": "Health check",
@@ -185,6 +241,7 @@ pub fn document() -> Value {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "`ApiKey <key>`"}
             },
             "parameters": {
+                "limit": {"name": "limit", "in": "query", "required": false, "description": "Page size", "schema": {"type": "integer", "minimum": 1, "maximum": subscriber_store::MAX_PAGE, "default": subscriber_store::DEFAULT_PAGE}},
                 "subscriberId": {"name": "subscriberId", "in": "path", "required": true, "description": SUBSCRIBER_ID_RULE, "schema": subscriber_id_schema()},
                 "idempotencyKey": {"name": "idempotency-key", "in": "header", "required": false, "description": "1 to 255 visible ASCII characters (a quoted string is unquoted); the same key and request replays the first outcome", "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"}},
                 "ifMatch": {"name": "If-Match", "in": "header", "required": false, "description": "RFC 9110: apply only if the document exists and `__v` matches. `*` matches any existing document; a list of entity tags (`\"3\", \"4\"`) matches if any member is `\"<__v>\"`; a weak tag (`W/\"3\"`) never matches; a bare number (`3`) counts as `\"3\"`. Not a list of entity tags: 400", "schema": {"type": "string", "pattern": IF_MATCH_PATTERN}}
@@ -192,6 +249,12 @@ pub fn document() -> Value {
             "schemas": schemas()
         }
     })
+}
+
+/// An event seq as the wire carries it: a decimal string (a u64 does not
+/// fit a JavaScript number).
+fn seq_schema() -> Value {
+    json!({"type": "string", "pattern": "^[0-9]{1,20}$"})
 }
 
 /// What `extract::if_match` accepts: `*`, or a comma-separated list
@@ -278,6 +341,40 @@ fn schemas() -> Value {
                 "data": {"type": "object", "nullable": true, "additionalProperties": true},
                 "timezone": string
             }
+        },
+        "PresenceEventDto": {
+            "type": "object",
+            "required": ["seq", "subscriberId", "isOnline", "lastOnlineAt", "__v", "at", "cause"],
+            "properties": {
+                "seq": seq_schema(),
+                "subscriberId": string,
+                "isOnline": {"type": "boolean"},
+                "lastOnlineAt": {"type": "string", "format": "date-time", "nullable": true},
+                "__v": {"type": "integer", "minimum": 0, "description": "The document's version after the change (the last version, for a delete)"},
+                "at": {"type": "string", "format": "date-time"},
+                "cause": {"type": "string", "enum": ["write", "expired", "deleted"]}
+            }
+        },
+        "PresenceEventPageDto": {
+            "type": "object",
+            "required": ["events", "next"],
+            "properties": {
+                "events": {"type": "array", "items": {"$ref": "#/components/schemas/PresenceEventDto"}},
+                "next": {"type": "string", "pattern": "^[0-9]{1,20}$", "description": "The last event's seq, else the `after` given, else \"0\""}
+            }
+        },
+        "OnlinePageDto": {
+            "type": "object",
+            "required": ["subscribers", "next"],
+            "properties": {
+                "subscribers": {"type": "array", "items": {"$ref": "#/components/schemas/SubscriberResponseDto"}},
+                "next": {"type": "string", "nullable": true, "description": "The `after` of the next page; null on the last"}
+            }
+        },
+        "PresenceStatsDto": {
+            "type": "object",
+            "required": ["online", "subscribers"],
+            "properties": {"online": {"type": "integer", "minimum": 0}, "subscribers": {"type": "integer", "minimum": 0}}
         },
         "RemoveSubscriberResponseDto": {
             "type": "object",

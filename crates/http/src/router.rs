@@ -14,6 +14,9 @@ pub(crate) enum Endpoint {
     CreateV2,
     Retrieve,
     Delete,
+    PresenceEvents,
+    PresenceOnline,
+    PresenceStats,
     HealthCheck,
     OpenApi,
 }
@@ -47,6 +50,9 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
         "/v2/subscribers/{subscriberId}",
         Endpoint::Delete,
     ),
+    (Method::GET, "/v1/presence/events", Endpoint::PresenceEvents),
+    (Method::GET, "/v1/presence/online", Endpoint::PresenceOnline),
+    (Method::GET, "/v1/presence/stats", Endpoint::PresenceStats),
     (Method::GET, "/v1/health-check", Endpoint::HealthCheck),
     (Method::GET, "/openapi.json", Endpoint::OpenApi),
 ];
@@ -114,6 +120,15 @@ mod tests {
         assert_eq!(m.raw_subscriber_id, Some("a%20b"));
         let m = route(&Method::GET, "/v2/subscribers/x").expect("match");
         assert_eq!(m.endpoint, Endpoint::Retrieve);
+        let m = route(&Method::GET, "/v1/presence/events").expect("match");
+        assert_eq!(m.endpoint, Endpoint::PresenceEvents);
+        assert_eq!(m.raw_subscriber_id, None);
+        assert_eq!(
+            route(&Method::POST, "/v1/presence/online")
+                .expect_err("405")
+                .allow(),
+            Some("GET")
+        );
         assert_eq!(
             route(&Method::GET, "/v1/subscribers/")
                 .expect("empty id")

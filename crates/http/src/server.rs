@@ -1,6 +1,6 @@
 //! Accepting connections: one task per connection, a connection limit, a
-//! header read timeout, and graceful shutdown that drains in-flight requests
-//! for a bounded time.
+//! header read timeout, and graceful shutdown that ends event streams and
+//! drains in-flight requests for a bounded time.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use subscriber_store::Store;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::error::ApiError;
 use crate::handlers::{self, Context};
@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// The longest silence on a presence event stream before it sends a
+    /// comment line (SPEC section 11: 15 s).
+    pub event_stream_keep_alive: Duration,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +45,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(10),
+            event_stream_keep_alive: Duration::from_secs(15),
         }
     }
 }
@@ -62,8 +66,9 @@ fn overloaded(store: &Store) -> Vec<u8> {
 }
 
 /// Serves HTTP on an already-bound listener until `shutdown` completes, then
-/// stops accepting, lets in-flight requests finish (up to
-/// `config.shutdown_grace`) and returns.
+/// stops accepting, ends the presence event streams (each with its final
+/// chunk), lets in-flight requests finish (up to `config.shutdown_grace`)
+/// and returns.
 ///
 /// # Errors
 /// Only if the listener itself fails; per-connection errors are logged.
@@ -74,10 +79,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(config.max_connections));
+    // Event streams never end by themselves: they watch this and end when
+    // it turns true, so the drain below is not held up by them.
+    let (stopping, stop) = watch::channel(false);
     let state = Arc::new(Context {
         store,
         openapi: crate::openapi::document_bytes(),
         config,
+        stop,
     });
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
@@ -137,6 +146,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    stopping.send_replace(true);
     let grace = state.config.shutdown_grace;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await

@@ -2,14 +2,16 @@
 //! included) and the request bodies, read field by field into the 422
 //! validation shape. This file checks JSON types only (a string, an object);
 //! the rules on values (id length, provider ids, `data`) are the store's,
-//! worded by `error.rs`. The only serde of HTTP shapes in the crate.
+//! worded by `error.rs`. The presence feed's event, page and count shapes
+//! (SPEC section 11). The only serde of HTTP shapes in the crate.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use subscriber_store::{
-    Channel, ChannelSettings, Credentials, Data, Error, Field, InputProblem, MAX_TTL_SECONDS,
-    Subscriber, SubscriberInput, check_provider_id, check_subscriber_id, check_ttl_seconds,
+    Channel, ChannelSettings, Credentials, Data, Error, EventPage, Field, InputProblem,
+    MAX_TTL_SECONDS, OnlinePage, PresenceEvent, PresenceStats, Subscriber, SubscriberInput,
+    check_provider_id, check_subscriber_id, check_ttl_seconds,
 };
 
 use crate::error::{ApiError, field_error, rule_message};
@@ -137,6 +139,90 @@ impl<'a> ChannelDto<'a> {
                 external_url: k.external_url.as_deref(),
             },
             integration_id: c.integration_id.to_string(),
+        }
+    }
+}
+
+/// A presence event (SPEC section 11): `seq` as a decimal string (a u64
+/// does not fit a JavaScript number), `lastOnlineAt` null while unset,
+/// times as the document's.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EventDto<'a> {
+    seq: String,
+    subscriber_id: &'a str,
+    is_online: bool,
+    last_online_at: Option<String>,
+    #[serde(rename = "__v")]
+    version: u64,
+    at: String,
+    cause: &'static str,
+}
+
+impl<'a> EventDto<'a> {
+    pub fn new(event: &'a PresenceEvent) -> Self {
+        EventDto {
+            seq: event.seq.to_string(),
+            subscriber_id: &event.subscriber_id,
+            is_online: event.is_online,
+            last_online_at: event.last_online_at.map(|t| t.to_string()),
+            version: event.version.0,
+            at: event.at.to_string(),
+            cause: event.cause.as_str(),
+        }
+    }
+}
+
+/// `{"events": [...], "next": "<seq>"}`.
+#[derive(Serialize)]
+pub(crate) struct EventPageDto<'a> {
+    events: Vec<EventDto<'a>>,
+    next: String,
+}
+
+impl<'a> EventPageDto<'a> {
+    pub fn new(page: &'a EventPage) -> Self {
+        EventPageDto {
+            events: page.events.iter().map(EventDto::new).collect(),
+            next: page.next.to_string(),
+        }
+    }
+}
+
+/// `{"subscribers": [document...], "next": "<subscriberId>" | null}`; the
+/// documents' `data` must already be parsed as raw JSON, one per document.
+#[derive(Serialize)]
+pub(crate) struct OnlinePageDto<'a> {
+    subscribers: Vec<SubscriberDto<'a>>,
+    next: Option<&'a str>,
+}
+
+impl<'a> OnlinePageDto<'a> {
+    pub fn new(page: &'a OnlinePage, data: &'a [Option<Box<RawValue>>]) -> Self {
+        OnlinePageDto {
+            subscribers: page
+                .subscribers
+                .iter()
+                .zip(data)
+                .map(|(doc, data)| SubscriberDto::new(doc, data.as_deref()))
+                .collect(),
+            next: page.next.as_deref(),
+        }
+    }
+}
+
+/// `{"online": n, "subscribers": m}`.
+#[derive(Serialize)]
+pub(crate) struct StatsDto {
+    online: u64,
+    subscribers: u64,
+}
+
+impl StatsDto {
+    pub fn new(stats: PresenceStats) -> Self {
+        StatsDto {
+            online: stats.online,
+            subscribers: stats.subscribers,
         }
     }
 }
