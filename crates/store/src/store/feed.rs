@@ -49,6 +49,28 @@ impl Store {
     /// smaller seq with them) are readable, so a reader that resumes after
     /// the last seq it saw never misses one and never sees one twice.
     ///
+    /// ```
+    /// use std::time::Duration;
+    /// use subscriber_store::{Config, EventCause, Store, SubscriberInput};
+    ///
+    /// let store = Store::open(Config::temporary())?;
+    /// let tenant = store.ensure_environment("Development")?.0.tenant();
+    /// store.upsert(&tenant, SubscriberInput::new("user-42"), None)?;
+    ///
+    /// // A reader that wants only what happens from now on.
+    /// let mut cursor = store.last_event(&tenant)?;
+    /// store.set_online(&tenant, "user-42", true, None)?;
+    /// assert!(store.wait_for_event(&tenant, cursor, Duration::from_secs(5))?);
+    ///
+    /// let page = store.events(&tenant, Some(cursor), 100)?;
+    /// let event = &page.events[0];
+    /// assert_eq!((event.subscriber_id.as_str(), event.is_online), ("user-42", true));
+    /// assert_eq!(event.cause, EventCause::Write);
+    /// cursor = page.next; // resume from here, even after a restart
+    /// assert_eq!(cursor, event.seq);
+    /// # Ok::<(), subscriber_store::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::InvalidInput`](crate::Error::InvalidInput) naming
     /// [`Field::Limit`](crate::Field::Limit); [`Error::CursorExpired`](crate::Error::CursorExpired)
@@ -93,6 +115,27 @@ impl Store {
     /// subscriber id order after `query.after`; with `within_seconds`, also
     /// those whose `lastOnlineAt` is at most that long ago. Reads the
     /// online index and the window's subscribers, never every subscriber.
+    ///
+    /// ```
+    /// use subscriber_store::{Config, OnlineQuery, Store, SubscriberInput};
+    ///
+    /// let store = Store::open(Config::temporary())?;
+    /// let tenant = store.ensure_environment("Development")?.0.tenant();
+    /// for id in ["ann", "bob", "cy"] {
+    ///     store.upsert(&tenant, SubscriberInput::new(id), None)?;
+    /// }
+    /// store.set_online(&tenant, "bob", true, None)?;
+    /// store.set_online(&tenant, "cy", true, None)?;
+    /// store.set_online(&tenant, "cy", false, None)?;
+    ///
+    /// let now = store.online(&tenant, &OnlineQuery::default())?;
+    /// assert_eq!(now.subscribers.len(), 1); // bob
+    /// let recently = OnlineQuery { within_seconds: Some(1800), ..Default::default() };
+    /// assert_eq!(store.online(&tenant, &recently)?.subscribers.len(), 2); // bob, cy
+    /// let stats = store.presence_stats(&tenant)?;
+    /// assert_eq!((stats.online, stats.subscribers), (1, 3));
+    /// # Ok::<(), subscriber_store::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidInput`](crate::Error::InvalidInput) naming
