@@ -2,7 +2,9 @@
 //! idempotent creates from 32 clients and is killed with SIGKILL at random
 //! moments, then restarted on the same directory. In durable mode every
 //! acknowledged write must survive, `__v` never goes backwards, and every
-//! acknowledged idempotency key replays the same body. In relaxed mode the
+//! acknowledged idempotency key replays the same body, and the presence
+//! feed agrees with every acknowledged write, keeps every event read before
+//! a kill and lets a reader resume after it. In relaxed mode the
 //! losses are measured and reported, not asserted (README: "Durability").
 //! A killed process loses nothing the kernel holds: tests/power_loss.rs
 //! cuts the power instead.
@@ -22,6 +24,7 @@ struct Tally {
     lost_versions: usize,
     lost_records: usize,
     went_backwards: usize,
+    events: usize,
 }
 
 fn run(mode: &str, rounds: usize) -> Tally {
@@ -34,6 +37,8 @@ fn run(mode: &str, rounds: usize) -> Tally {
 
     let mut tally = Tally::default();
     let mut highest: BTreeMap<String, u64> = BTreeMap::new();
+    let mut all_acks = Vec::new();
+    let mut feed = Vec::new();
     for round in 0..rounds {
         let server = Server::start(dir.path(), &args);
         let clients = Load::start(server.addr, round);
@@ -56,6 +61,11 @@ fn run(mode: &str, rounds: usize) -> Tally {
         tally.lost_versions += losses.versions.len();
         tally.lost_records += losses.records.len();
         tally.went_backwards += losses.went_backwards.len();
+        if mode == "durable" {
+            all_acks.extend(acks);
+            feed = load::check_feed(&server, &all_acks, &feed);
+            tally.events = feed.len();
+        }
         assert!(server.terminate().success());
     }
     tally
@@ -67,6 +77,7 @@ fn durable_mode_loses_no_acknowledged_write_under_sigkill() {
     eprintln!("durable: {tally:?}");
     assert!(tally.kills >= 5);
     assert!(tally.acknowledged > 0, "no write was acknowledged");
+    assert!(tally.events > 0, "the feed stayed empty");
     assert_eq!(
         (
             tally.lost_versions,

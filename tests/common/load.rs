@@ -197,3 +197,106 @@ pub fn check<'a>(server: &Server, acks: &'a [Ack], highest: &BTreeMap<String, u6
     }
     losses
 }
+
+/// One event of the feed: seq, subscriber, `__v`, online.
+pub type FeedEvent = (u64, String, u64, bool);
+
+/// Reads the whole presence feed through `GET /v1/presence/events`.
+pub fn read_feed(server: &Server) -> Vec<FeedEvent> {
+    let mut conn = server.connect();
+    let mut feed = Vec::new();
+    let mut after = "0".to_owned();
+    loop {
+        let reply = conn.call(
+            "GET",
+            &format!("/v1/presence/events?after={after}&limit=1000"),
+            None,
+        );
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let data = reply.data();
+        let events = data["events"].as_array().expect("events");
+        if events.is_empty() {
+            return feed;
+        }
+        for e in events {
+            feed.push((
+                e["seq"].as_str().expect("seq").parse().expect("decimal"),
+                e["subscriberId"].as_str().expect("id").to_owned(),
+                e["__v"].as_u64().expect("__v"),
+                e["isOnline"].as_bool().expect("isOnline"),
+            ));
+        }
+        after = data["next"].as_str().expect("next").to_owned();
+    }
+}
+
+/// After a restart in durable mode: the feed is in seq order, keeps every
+/// event read before (a reader resuming after `before`'s last seq reads on
+/// from there), and agrees with every acknowledged presence write (the
+/// presence at an acknowledged `__v` is the last event at or below it)
+/// and with each subscriber's document now. Returns the feed.
+pub fn check_feed(server: &Server, acks: &[Ack], before: &[FeedEvent]) -> Vec<FeedEvent> {
+    let feed = read_feed(server);
+    assert!(feed.windows(2).all(|w| w[0].0 < w[1].0), "seq order");
+    assert!(
+        feed.starts_with(before),
+        "events read before the kill changed or vanished"
+    );
+    if let Some((cursor, ..)) = before.last() {
+        let reply = server.call(
+            "GET",
+            &format!("/v1/presence/events?after={cursor}&limit=1000"),
+            &[],
+            None,
+        );
+        let resumed = reply.data()["events"].as_array().expect("events").len();
+        assert_eq!(
+            resumed,
+            (feed.len() - before.len()).min(1000),
+            "a resuming reader"
+        );
+    }
+    let mut timelines: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
+    for (_, subscriber, version, online) in &feed {
+        timelines
+            .entry(subscriber)
+            .or_default()
+            .push((*version, *online));
+    }
+    let presence_at = |subscriber: &str, version: u64| -> Option<bool> {
+        timelines
+            .get(subscriber)?
+            .iter()
+            .rev()
+            .find(|(v, _)| *v <= version)
+            .map(|(_, online)| *online)
+    };
+    for ack in acks.iter().filter(|ack| ack.method == "PATCH") {
+        let response: serde_json::Value = serde_json::from_slice(&ack.response).expect("json");
+        let online = response["data"]["isOnline"].as_bool();
+        assert_eq!(
+            presence_at(&ack.subscriber, ack.version),
+            online,
+            "the feed disagrees with the acknowledged write {} (__v {})",
+            ack.key,
+            ack.version
+        );
+    }
+    let mut conn = server.connect();
+    for s in 0..SHARED_SUBSCRIBERS {
+        let reply = conn.call("GET", &format!("/v1/subscribers/s{s}"), None);
+        let data = reply.data();
+        let version = data["__v"].as_u64().expect("__v");
+        assert_eq!(
+            presence_at(&format!("s{s}"), version),
+            data["isOnline"].as_bool(),
+            "the feed disagrees with s{s} at __v {version}"
+        );
+    }
+    feed
+}

@@ -32,6 +32,12 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(add))
     }
 
+    /// This instant moved back by `by`, saturating at the epoch.
+    pub fn saturating_sub(self, by: Duration) -> Self {
+        let sub = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_sub(sub))
+    }
+
     fn as_system_time(self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.0)
     }

@@ -3,6 +3,7 @@
 
 use crate::clock::Timestamp;
 use crate::error::{Entity, Error, Result};
+use crate::event::{EventRecord, event_of_change, event_of_expiry};
 use crate::id::ObjectId;
 use crate::precondition::Precondition;
 use crate::presence::validate_ttl_seconds;
@@ -87,6 +88,8 @@ pub(crate) enum Change {
 /// never moves its times backwards. A lease whose deadline has passed
 /// expires first (its own version), and the write applies on top.
 /// `default_ttl` is the lease an online [`Command::SetOnline`] takes.
+/// With `feed`, also the presence events the write emits (SPEC section 11).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn decide(
     command: Command,
     current: Option<Subscriber>,
@@ -95,9 +98,47 @@ pub(crate) fn decide(
     now: Timestamp,
     fresh_id: ObjectId,
     default_ttl: u32,
-) -> Result<(Subscriber, Change)> {
+    feed: bool,
+) -> Result<(Subscriber, Change, Vec<EventRecord>)> {
     let now = current.as_ref().map_or(now, |doc| doc.write_time(now));
-    let current = current.map(|doc| doc.as_of(now));
+    let mut events = Vec::new();
+    let current = current.map(|doc| match doc.online_expires_at() {
+        Some(deadline) if feed && doc.lease_expired(now) => {
+            // The write sees the lease run out: an expiry of its own.
+            let seen = doc.as_of(now);
+            events.push(event_of_expiry(&seen, deadline, now));
+            seen
+        }
+        _ => doc.as_of(now),
+    });
+    let seen_online = current.as_ref().and_then(|doc| doc.is_online);
+    let (doc, change) = decide_change(
+        command,
+        current,
+        expected,
+        tenant,
+        now,
+        fresh_id,
+        default_ttl,
+    )?;
+    if feed {
+        let removed = matches!(change, Change::Remove);
+        events.extend(event_of_change(seen_online, &doc, removed, now));
+    }
+    Ok((doc, change, events))
+}
+
+/// [`decide`] without the feed: the document and what to store.
+#[allow(clippy::too_many_arguments)]
+fn decide_change(
+    command: Command,
+    current: Option<Subscriber>,
+    expected: Option<&Precondition>,
+    tenant: &Tenant,
+    now: Timestamp,
+    fresh_id: ObjectId,
+    default_ttl: u32,
+) -> Result<(Subscriber, Change)> {
     let current_version = current.as_ref().map(|d| d.version);
     let check_version = || match expected {
         Some(expected) if !expected.holds(current_version) => Err(Error::VersionConflict {

@@ -189,6 +189,13 @@ impl ListenerSlot {
 #[must_use = "a write is acknowledged only after waiting for its ticket"]
 pub(crate) struct Ticket(u64);
 
+impl Ticket {
+    /// Its place in the order of commits.
+    pub(crate) fn number(self) -> u64 {
+        self.0
+    }
+}
+
 #[derive(Debug, Default)]
 struct RoundState {
     /// The highest ticket a waiter is waiting for: the flusher runs rounds
@@ -290,6 +297,11 @@ impl GroupCommit {
         let target = self.committed.load(Ordering::SeqCst);
         drop(state);
         let result = self.syncer.sync();
+        if result.is_ok() {
+            // Before anyone can see the new durable mark: a waiter that
+            // sees it finds its events readable (if their smaller seqs are).
+            self.listener.tell(target);
+        }
         let mut state = self.state.lock();
         state.flushing = false;
         state.rounds += 1;
@@ -302,9 +314,6 @@ impl GroupCommit {
         }
         let durable = state.durable;
         let failed = state.failure.is_some();
-        if !failed {
-            self.listener.tell(durable);
-        }
         let mut ready = Vec::new();
         state.wakers.retain(|(seq, waker)| {
             let done = failed || *seq <= durable;
@@ -319,6 +328,12 @@ impl GroupCommit {
             self.work.notify_one();
         }
         drop(state);
+        // Again once the mark is published: a write that handed the feed
+        // its ticket after the first call read the old mark, and its
+        // events would otherwise wait for the next round.
+        if !failed {
+            self.listener.tell(durable);
+        }
         ready.into_iter().for_each(Waker::wake);
         self.state.lock()
     }

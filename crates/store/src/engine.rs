@@ -18,6 +18,8 @@ pub(crate) struct Engine {
     pub trees: Trees,
     pub barrier: WriteBarrier,
     pub journal: crate::journal::Journal,
+    /// The presence feed and counts, unless the feed is off.
+    pub feeds: Option<std::sync::Arc<crate::feed::Feeds>>,
     pub db: sled::Db,
     /// Set once a storage failure was seen: sled 0.34 keeps an I/O error for
     /// good, and after a failed fdatasync nothing written since can be trusted.
@@ -67,6 +69,17 @@ pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
     }
     // Before anything is served: finish the writes a crash cut short.
     let journal = crate::journal::recover(&trees)?;
+    // Then the feed: drop events whose change a crash cut off, count, and
+    // rebuild the online indexes if a run with the feed off left them behind.
+    let feeds = if config.presence_feed {
+        crate::feed::recover(&trees)?;
+        let feeds = std::sync::Arc::new(crate::feed::Feeds::new(trees.clone()));
+        crate::presence_index::open(&trees, &feeds)?;
+        Some(feeds)
+    } else {
+        crate::presence_index::mark_incomplete(&trees)?;
+        None
+    };
     let barrier = match &config.path {
         Some(path) => {
             let syncer = Syncer::new(db.clone(), path)?;
@@ -82,10 +95,15 @@ pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
         }
         None => WriteBarrier::Immediate,
     };
+    if let Some(feeds) = &feeds {
+        let feeds = std::sync::Arc::clone(feeds);
+        barrier.on_durable(Box::new(move |durable| feeds.advance(durable)));
+    }
     Ok(Engine {
         trees,
         barrier,
         journal,
+        feeds,
         db,
         failure: std::sync::OnceLock::new(),
     })

@@ -223,51 +223,32 @@ impl EventRecord {
     }
 }
 
-/// The presence of a document as its stored bytes say (no lease applied):
-/// what the online index and the counts follow.
-pub(crate) fn flagged_online(doc: Option<&Subscriber>) -> bool {
-    doc.is_some_and(|doc| doc.is_online == Some(true))
-}
-
-/// The events a write emits (SPEC section 11), given the document as
-/// stored before it (`stored`), as the write saw it after a passed lease
-/// expired (`seen`), and what it wrote (`written`, `None` for a delete).
-/// At most two: the expiry the write folded in, then the write's own.
-pub(crate) fn events_of_write(
-    stored: Option<&Subscriber>,
-    seen: Option<&Subscriber>,
-    written: Option<&Subscriber>,
+/// The event a write's own change emits (SPEC section 11), given the
+/// presence it saw (after a passed lease expired) and the document it
+/// wrote (`removed`: the document it deleted): a presence write that flips
+/// `isOnline` or sets it for the first time, or the delete of a subscriber
+/// that was online. Heartbeats that keep it online, repeated offline
+/// writes and upserts (they never touch presence) emit none.
+pub(crate) fn event_of_change(
+    seen_online: Option<bool>,
+    doc: &Subscriber,
+    removed: bool,
     now: Timestamp,
-) -> Vec<EventRecord> {
-    let mut events = Vec::new();
-    if let (Some(stored), Some(seen)) = (stored, seen) {
-        if stored.is_online == Some(true) && seen.version != stored.version {
-            // The write saw the lease run out: the expiry is a change of its own.
-            let deadline = stored.online_expires_at().unwrap_or(now);
-            events.push(EventRecord::of(seen, deadline, EventCause::Expired, now));
-        }
+) -> Option<EventRecord> {
+    if removed {
+        return (seen_online == Some(true)).then(|| {
+            let mut event = EventRecord::of(doc, now, EventCause::Deleted, now);
+            event.is_online = false;
+            event.last_online_at = Some(now);
+            event
+        });
     }
-    match (seen, written) {
-        (_, Some(doc)) => {
-            let before = seen.and_then(|seen| seen.is_online);
-            if doc.is_online.is_some() && doc.is_online != before {
-                events.push(EventRecord::of(doc, now, EventCause::Write, now));
-            }
-        }
-        (Some(seen), None) => {
-            if seen.is_online == Some(true) {
-                let mut event = EventRecord::of(seen, now, EventCause::Deleted, now);
-                event.is_online = false;
-                event.last_online_at = Some(now);
-                events.push(event);
-            }
-        }
-        (None, None) => {}
-    }
-    events
+    (doc.is_online.is_some() && doc.is_online != seen_online)
+        .then(|| EventRecord::of(doc, now, EventCause::Write, now))
 }
 
-/// The event of a lease expiry written by the expiry thread.
+/// The event of a lease expiry (written by the expiry thread, or seen by a
+/// write that comes after the deadline).
 pub(crate) fn event_of_expiry(
     expired: &Subscriber,
     deadline: Timestamp,

@@ -12,7 +12,10 @@
 use crate::clock::Timestamp;
 use crate::engine::{Engine, read};
 use crate::error::Result;
+use crate::event::event_of_expiry;
+use crate::feed::FeedChange;
 use crate::layout;
+use crate::presence_index::Presence;
 use crate::write::Writes;
 
 /// What one batch of expiries did.
@@ -51,11 +54,37 @@ pub(crate) fn expire_due(writes: &Writes, engine: &Engine, limit: usize) -> Resu
         let lock = writes.lock_stripe(doc_key);
         if let Some(mut doc) = read(engine, doc_key)? {
             if doc.online_expires_at() == Some(deadline) {
+                let before = Presence::of(Some(&doc));
                 doc.expire();
+                // The expiry's event and index entries around the document
+                // change, as every write's (write.rs).
+                let feed = match &engine.feeds {
+                    Some(feeds) => {
+                        let feed = feeds.env(doc.environment_id)?;
+                        let after = Presence::of(Some(&doc));
+                        let event = event_of_expiry(&doc, deadline, now);
+                        Some(FeedChange::begin(
+                            feed,
+                            trees,
+                            doc_key,
+                            before,
+                            after,
+                            &[event],
+                        )?)
+                    }
+                    None => None,
+                };
                 trees.subscribers.insert(doc_key, doc.encode()?)?;
+                if let Some(feed) = &feed {
+                    feed.end(trees)?;
+                }
                 expired += 1;
                 // Taken under the lock, as every write's ticket is.
-                last_ticket = Some(engine.barrier.ticket());
+                let ticket = engine.barrier.ticket();
+                if let Some(feed) = feed {
+                    feed.commit(trees, &engine.barrier, ticket);
+                }
+                last_ticket = Some(ticket);
             }
         }
         drop(lock);

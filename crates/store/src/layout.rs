@@ -90,6 +90,20 @@ pub(crate) struct Trees {
     /// before the document that holds it; an entry whose document no longer
     /// holds that deadline is stale and dropped when it comes due
     pub leases: sled::Tree,
+    /// environment id (12 bytes) ++ seq (8 bytes, big-endian) ->
+    /// `EventRecord`: the presence feed (SPEC section 11), written before
+    /// the change it announces; seq 0 holds the purge mark (8 bytes BE:
+    /// every event up to it was purged)
+    pub events: sled::Tree,
+    /// the `subscribers` key -> empty: every subscriber whose document
+    /// says `isOnline: true`, written before the document goes online and
+    /// removed after it goes offline (an entry may outlive its reason
+    /// after a crash; readers check the document)
+    pub online: sled::Tree,
+    /// environment id (12 bytes) ++ `lastOnlineAt` in ms (8 bytes BE) ++
+    /// subscriberId -> empty: the `within` window of the online query,
+    /// maintained like `online`
+    pub recent: sled::Tree,
     /// `store_id` -> 16 random bytes, also in `IDENTITY_FILE`;
     /// `journal_mark` -> the journal's low-watermark (8 bytes, big-endian)
     pub meta: sled::Tree,
@@ -106,6 +120,9 @@ impl Trees {
             idempotency_expiry: db.open_tree("idempotency_expiry")?,
             journal: db.open_tree("journal")?,
             leases: db.open_tree("leases")?,
+            events: db.open_tree("events")?,
+            online: db.open_tree("online")?,
+            recent: db.open_tree("recent")?,
             meta: db.open_tree("meta")?,
         })
     }
@@ -210,6 +227,78 @@ pub(crate) fn split_expiry_key(key: &[u8]) -> Option<(Timestamp, &[u8])> {
 /// same shape as an `idempotency_expiry` key, so [`split_expiry_key`] splits it).
 pub(crate) fn lease_key(expires_at: Timestamp, doc_key: &[u8]) -> Vec<u8> {
     expiry_key(expires_at, doc_key)
+}
+
+/// Key of an event in `events` (seq 0: the purge mark).
+pub(crate) fn event_key(environment: ObjectId, seq: u64) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    key[..12].copy_from_slice(environment.as_bytes());
+    key[12..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The environment and seq of an `events` key.
+pub(crate) fn split_event_key(key: &[u8]) -> Result<(ObjectId, u64)> {
+    let (env, seq) = key
+        .split_first_chunk::<12>()
+        .ok_or_else(|| Error::Corrupt("short event key".into()))?;
+    Ok((ObjectId::from_bytes(*env), read_u64(seq)?))
+}
+
+/// The seq of an `events` key.
+pub(crate) fn event_seq(key: &[u8]) -> Result<u64> {
+    split_event_key(key).map(|(_, seq)| seq)
+}
+
+/// An 8-byte big-endian number.
+pub(crate) fn read_u64(bytes: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| Error::Corrupt("a number is not 8 bytes".into()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Key in `meta` of an environment's feed mark: every event up to it was
+/// readable (durable, with its change) when it was written.
+pub(crate) fn feed_mark_key(environment: ObjectId) -> Vec<u8> {
+    let mut key = b"feed_mark".to_vec();
+    key.extend_from_slice(environment.as_bytes());
+    key
+}
+
+/// Key in `meta` present while `online`, `recent` and the counts are
+/// complete: a store opened with the feed off removes it, and the next
+/// open with the feed on rebuilds them.
+pub(crate) const PRESENCE_INDEXES_KEY: &[u8] = b"presence_indexes";
+
+/// Key of an entry in `recent`.
+pub(crate) fn recent_key(
+    environment: ObjectId,
+    last_online_at: Timestamp,
+    subscriber_id: &str,
+) -> Vec<u8> {
+    let mut key = Vec::with_capacity(20 + subscriber_id.len());
+    key.extend_from_slice(environment.as_bytes());
+    key.extend_from_slice(&last_online_at.as_millis().to_be_bytes());
+    key.extend_from_slice(subscriber_id.as_bytes());
+    key
+}
+
+/// The subscriber id of a `recent` key and its time.
+pub(crate) fn split_recent_key(key: &[u8]) -> Option<(Timestamp, &[u8])> {
+    split_expiry_key(key.get(12..)?)
+}
+
+/// The first key after every key that starts with `prefix`, if any.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// Encodes a record with its envelope.

@@ -30,12 +30,15 @@
 //!   fingerprint of a request; pinned by tests.
 //! - Records and rules: `subscriber` (the document, what a create may set,
 //!   the subscriber id and channel rules), `presence` (the presence rule),
+//!   `event` (presence events, which change emits one, the queries' types),
 //!   `tenancy`, `command` ([`Command`]: what a write may do, decided
 //!   against the current document), `idempotency` (keys and records).
 //! - Machinery: `journal` (the redo journal that makes a document change
 //!   and its idempotency record atomic), `durability` (flush rounds, group
-//!   commit, the relaxed background flush), `engine` (the open sled
-//!   database, recovered at open).
+//!   commit, the relaxed background flush), `feed` (the presence feed:
+//!   seqs, readable once durable, waits, counts, retention),
+//!   `presence_index` (the online indexes and query), `engine` (the open
+//!   sled database, recovered at open).
 //! - `write`: the one write path, for plain and keyed writes.
 //! - `store`: the public handle, [`Store`], and [`Durable`], the future or
 //!   blocking wait of a committed write.
@@ -49,12 +52,14 @@ mod engine;
 mod error;
 mod event;
 mod expiry;
+mod feed;
 mod id;
 mod idempotency;
 mod journal;
 mod layout;
 mod precondition;
 mod presence;
+mod presence_index;
 mod store;
 mod subscriber;
 mod tenancy;

@@ -26,11 +26,13 @@ use crate::command::{Change, Command, decide};
 use crate::durability::Pending;
 use crate::engine::{Engine, read};
 use crate::error::Result;
+use crate::feed::FeedChange;
 use crate::id::ObjectId;
 use crate::idempotency::{Executed, IdempotencyRecord, RecordedOutcome, purge_expired};
 use crate::journal::{JournalEntry, Step};
 use crate::layout;
 use crate::precondition::Precondition;
+use crate::presence_index::Presence;
 use crate::subscriber::Subscriber;
 use crate::tenancy::Tenant;
 
@@ -168,6 +170,7 @@ pub(crate) fn write(
     let now = store.now();
     let current = read(engine, &prepared.doc_key)?;
     let held = current.as_ref().and_then(Subscriber::online_expires_at);
+    let before = Presence::of(current.as_ref());
     let decided = decide(
         command,
         current,
@@ -176,11 +179,12 @@ pub(crate) fn write(
         now,
         prepared.fresh_id,
         store.presence_ttl_secs,
+        engine.feeds.is_some(),
     );
     let trees = &engine.trees;
     // A new deadline goes into the index before anything else of the
     // write, so a document that holds a deadline always has its entry.
-    if let Ok((doc, Change::Put(_))) = &decided {
+    if let Ok((doc, Change::Put(_), _)) = &decided {
         if let Some(deadline) = doc.online_expires_at().filter(|d| Some(*d) != held) {
             trees
                 .leases
@@ -188,8 +192,27 @@ pub(crate) fn write(
             fail::fail_point!("write::after_lease_index");
         }
     }
+    // Then the feed's events and new index entries, before the change.
+    let feed = match (&engine.feeds, &decided) {
+        (Some(feeds), Ok((doc, change, events))) => {
+            let after = match change {
+                Change::Put(_) => Presence::of(Some(doc)),
+                Change::Remove => Presence::default(),
+            };
+            let feed = feeds.env(tenant.environment)?;
+            Some(FeedChange::begin(
+                feed,
+                trees,
+                &prepared.doc_key,
+                before,
+                after,
+                events,
+            )?)
+        }
+        _ => None,
+    };
     let Some(once) = once else {
-        let (doc, change) = decided?;
+        let (doc, change, _) = decided?;
         let mut ended = None;
         match change {
             Change::Put(bytes) => {
@@ -213,7 +236,13 @@ pub(crate) fn write(
                 ended = Some(seq);
             }
         }
+        if let Some(feed) = &feed {
+            feed.end(trees)?;
+        }
         let ticket = engine.barrier.ticket();
+        if let Some(feed) = feed {
+            feed.commit(trees, &engine.barrier, ticket);
+        }
         drop(doc_lock);
         if let Some(seq) = ended {
             engine.journal.end(seq, trees);
@@ -228,7 +257,7 @@ pub(crate) fn write(
     };
 
     let (recorded, change, step) = match decided {
-        Ok((doc, change)) => {
+        Ok((doc, change, _)) => {
             let step = match &change {
                 Change::Put(_) => Step::Put,
                 Change::Remove => Step::Remove(doc.id),
@@ -277,9 +306,15 @@ pub(crate) fn write(
         }
         None => {}
     }
+    if let Some(feed) = &feed {
+        feed.end(trees)?;
+    }
     // Taken before the locks are released: a replay that finds the record
     // waits for this ticket too.
     let ticket = engine.barrier.ticket();
+    if let Some(feed) = feed {
+        feed.commit(trees, &engine.barrier, ticket);
+    }
     store
         .next_expiry
         .fetch_min(expires_at.as_millis(), Ordering::Relaxed);

@@ -70,15 +70,18 @@ fn a_power_cut_after_any_write_step_loses_nothing_acknowledged() {
         // Let the other writers run into the stopped one, then cut.
         std::thread::sleep(Duration::from_millis(writer::random_below(50)));
         mount.cut().expect("cut");
-        let (acks, _) = child.kill();
+        let (acks, lines) = child.kill();
         let mount = mount.remount().expect("power back on");
 
         let (store, tenant) = writer::open(&point);
         let context = format!("cut at {step} (hit {hit})");
         let recorded = writer::check(&store, &tenant, &mut starts, &acks, &context);
+        let seen = writer::seen_events(&lines);
+        writer::check_feed(&store, &tenant, &seen, 0, &context);
         eprintln!(
-            "{line} (hit {hit}): {} acknowledged, {recorded} recorded after the cut",
-            acks.len()
+            "{line} (hit {hit}): {} acknowledged, {recorded} recorded after the cut, {} events read before it",
+            acks.len(),
+            seen.len()
         );
         acknowledged += acks.len();
         writer::check_leases(store, &tenant, &point, &context);

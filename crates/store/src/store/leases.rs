@@ -89,8 +89,14 @@ impl Store {
         self.noted(&engine, result)
     }
 
-    /// One batch of the expiry thread, and how long to nap after it.
+    /// One batch of the expiry thread (and of the feed's retention), and
+    /// how long to nap after it.
     fn expiry_round(&self) -> Duration {
+        if self.core.config.presence_feed {
+            // Housekeeping: a failure is a storage failure, which the next
+            // call reports and reopens after.
+            let _ = self.purge_events(super::feed::PURGE_BATCH);
+        }
         match self.expiry_batch(BATCH) {
             Ok(Expired {
                 next: Some(next), ..

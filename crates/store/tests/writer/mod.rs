@@ -30,10 +30,11 @@ pub fn subscriber(thread: usize, i: u64) -> String {
 }
 
 /// Online writes are heartbeats with an hour-long lease (so the index of
-/// deadlines is written on the way; nothing expires during a test), one in
-/// three goes offline.
+/// deadlines is written on the way; nothing expires during a test); each
+/// subscriber alternates online and offline, so every write flips its
+/// presence and appends one event to the feed.
 pub fn command(thread: usize, i: u64) -> Command {
-    if i % 3 == 0 {
+    if !online_at(i) {
         Command::SetOnline {
             subscriber_id: subscriber(thread, i),
             online: false,
@@ -44,6 +45,122 @@ pub fn command(thread: usize, i: u64) -> Command {
             ttl_seconds: 3_600,
         }
     }
+}
+
+/// Whether write `i` of a thread goes online.
+pub fn online_at(i: u64) -> bool {
+    (i / 3) % 2 == 0
+}
+
+/// An event a reader in the child printed: seq, subscriber, `__v`, online.
+pub type SeenEvent = (u64, String, u64, bool);
+
+/// The events among a child's other lines.
+pub fn seen_events(lines: &[String]) -> Vec<SeenEvent> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let parts: Vec<&str> = line.split(' ').collect();
+            match parts[..] {
+                ["event", seq, sub, v, online] => Some((
+                    seq.parse().expect("seq"),
+                    sub.to_owned(),
+                    v.parse().expect("v"),
+                    online == "true",
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// After a crash: the feed holds one event per recorded write (each flips
+/// presence), in `seq` order, each subscriber's in version order
+/// alternating online and offline; every event a reader saw before the
+/// crash is there, unchanged; a reader resuming from `cursor` reads the
+/// feed's tail; the online query and the counts agree with the feed.
+/// Returns the last seq.
+pub fn check_feed(
+    store: &Store,
+    tenant: &Tenant,
+    seen: &[SeenEvent],
+    cursor: u64,
+    context: &str,
+) -> u64 {
+    let mut feed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.events(tenant, after, 1000).expect("events");
+        if page.events.is_empty() {
+            break;
+        }
+        after = Some(page.next);
+        feed.extend(page.events);
+    }
+    assert!(
+        feed.windows(2).all(|w| w[0].seq < w[1].seq),
+        "{context}: seqs out of order"
+    );
+    let mut by_subscriber: BTreeMap<String, Vec<(u64, bool)>> = BTreeMap::new();
+    for event in &feed {
+        by_subscriber
+            .entry(event.subscriber_id.clone())
+            .or_default()
+            .push((event.version.0, event.is_online));
+    }
+    let mut online = BTreeSet::new();
+    for t in 0..THREADS {
+        for n in 0..3 {
+            let id = format!("s{t}-{n}");
+            let doc = store.get(tenant, &id).expect("subscriber");
+            let events = by_subscriber.remove(&id).unwrap_or_default();
+            let expected: Vec<(u64, bool)> = (1..=doc.version.0).map(|v| (v, v % 2 == 1)).collect();
+            assert_eq!(events, expected, "{context}: the events of {id}");
+            if doc.is_online == Some(true) {
+                online.insert(id);
+            }
+        }
+    }
+    assert!(by_subscriber.is_empty(), "{context}: events of nobody");
+    for (seq, sub, v, is_online) in seen {
+        let event = feed
+            .iter()
+            .find(|e| e.seq == *seq)
+            .unwrap_or_else(|| panic!("{context}: event {seq}, read before the crash, is gone"));
+        assert_eq!(
+            (&event.subscriber_id, event.version.0, event.is_online),
+            (sub, *v, *is_online),
+            "{context}: event {seq} changed"
+        );
+    }
+    let tail = store.events(tenant, Some(cursor), 1000).expect("resume");
+    let expected_tail: Vec<_> = feed.iter().filter(|e| e.seq > cursor).take(1000).collect();
+    assert_eq!(
+        tail.events.iter().collect::<Vec<_>>(),
+        expected_tail,
+        "{context}: a reader resuming after {cursor}"
+    );
+    let mut listed = BTreeSet::new();
+    let mut query = subscriber_store::OnlineQuery {
+        limit: 5,
+        ..Default::default()
+    };
+    loop {
+        let page = store.online(tenant, &query).expect("online");
+        listed.extend(page.subscribers.into_iter().map(|doc| doc.subscriber_id));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed, online, "{context}: the online query");
+    let stats = store.presence_stats(tenant).expect("stats");
+    assert_eq!(
+        (stats.online, stats.subscribers),
+        (online.len() as u64, (THREADS * 3) as u64),
+        "{context}: the counts"
+    );
+    feed.last().map_or(0, |e| e.seq)
 }
 
 /// After a crash, every document that holds a lease still has its deadline
@@ -136,6 +253,33 @@ pub fn write_until_killed() {
         .collect();
     let (store, tenant) = open(Path::new(&dir));
     println!("ready");
+    {
+        // A reader of the feed: prints every event it reads (the parent
+        // checks they all survive the crash).
+        let (store, tenant) = (store.clone(), tenant);
+        std::thread::spawn(move || {
+            let mut after = store.last_event(&tenant).expect("last event");
+            loop {
+                let page = store.events(&tenant, Some(after), 1000).expect("events");
+                let mut out = std::io::stdout().lock();
+                for e in &page.events {
+                    writeln!(
+                        out,
+                        "event {} {} {} {}",
+                        e.seq, e.subscriber_id, e.version.0, e.is_online
+                    )
+                    .expect("stdout");
+                }
+                out.flush().expect("stdout");
+                drop(out);
+                after = page.next;
+                if page.events.is_empty() {
+                    let _ =
+                        store.wait_for_event(&tenant, after, std::time::Duration::from_millis(100));
+                }
+            }
+        });
+    }
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             let store = store.clone();
