@@ -1,7 +1,8 @@
 //! The HTTP facade over `subscriber-store`: Novu's subscriber routes on hyper
-//! 1.x. It routes, authenticates, converts wire JSON to store commands, makes
-//! one store call per request and renders the outcome; the rules live in the
-//! store.
+//! 1.x, and the presence feed and queries (`/v1/presence/...`, beyond Novu;
+//! the feed also as server-sent events). It routes, authenticates, converts
+//! wire JSON to store commands, makes one store call per request and renders
+//! the outcome; the rules live in the store.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
