@@ -95,14 +95,13 @@ async fn run(feed: Feed, sender: &mpsc::Sender<Bytes>) {
                 Ok(notice) => notice,
                 Err(e) => return ended(&e),
             };
-            tokio::pin!(notice);
-            while tokio::time::timeout(keep_alive, notice.as_mut())
-                .await
-                .is_err()
+            // After a silence, a comment, then a fresh look and a fresh
+            // notice (a store that reopened its database after a storage
+            // failure notifies through its new feed).
+            if tokio::time::timeout(keep_alive, notice).await.is_err()
+                && sender.send(Bytes::from_static(KEEP_ALIVE)).await.is_err()
             {
-                if sender.send(Bytes::from_static(KEEP_ALIVE)).await.is_err() {
-                    return;
-                }
+                return;
             }
         } else {
             let chunk = match frames(&page.events) {
