@@ -220,19 +220,11 @@ fn unusable_data_directory_is_a_clear_error() {
 #[test]
 fn the_presence_ttl_flag_takes_0_to_86400_and_its_variable_works() {
     let dir = tempfile::tempdir().expect("dir");
-    for bad in ["86401", "-1", "1.5", "soon"] {
-        let out = binary()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg(format!("--presence-ttl-secs={bad}"))
-            .arg("--data")
-            .arg(dir.path())
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(2), "{bad}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("--presence-ttl-secs"), "{bad}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
-    }
+    refuses_values(
+        dir.path(),
+        "--presence-ttl-secs",
+        &["86401", "-1", "1.5", "soon"],
+    );
     // The environment variable sets the default lease.
     let mut command = binary();
     command.env("SUBSCRIBERD_PRESENCE_TTL_SECS", "120");
@@ -263,19 +255,11 @@ fn the_presence_ttl_flag_takes_0_to_86400_and_its_variable_works() {
 #[test]
 fn the_event_retention_flag_takes_1_to_31536000_and_its_variable_works() {
     let dir = tempfile::tempdir().expect("dir");
-    for bad in ["0", "31536001", "-1", "1.5", "a day"] {
-        let out = binary()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg(format!("--event-retention-secs={bad}"))
-            .arg("--data")
-            .arg(dir.path())
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(2), "{bad}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("--event-retention-secs"), "{bad}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
-    }
+    refuses_values(
+        dir.path(),
+        "--event-retention-secs",
+        &["0", "31536001", "-1", "1.5", "a day"],
+    );
     // The variable is read, and held to the same range.
     let out = binary()
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -310,18 +294,7 @@ fn the_event_retention_flag_takes_1_to_31536000_and_its_variable_works() {
 #[test]
 fn the_presence_feed_flag_takes_on_or_off_and_off_answers_404() {
     let dir = tempfile::tempdir().expect("dir");
-    for bad in ["yes", "1", ""] {
-        let out = binary()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg(format!("--presence-feed={bad}"))
-            .arg("--data")
-            .arg(dir.path())
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(2), "{bad:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("--presence-feed"), "{bad}: {stderr}");
-    }
+    refuses_values(dir.path(), "--presence-feed", &["yes", "1", ""]);
     let mut command = binary();
     command.env("SUBSCRIBERD_PRESENCE_FEED", "off");
     let server = Server::launch(command, dir.path(), &[], Some(common::KEY));
@@ -358,4 +331,21 @@ fn the_presence_feed_flag_takes_on_or_off_and_off_answers_404() {
     assert_eq!(stats.status, 200);
     assert_eq!(stats.data(), json!({"online": 1, "subscribers": 1}));
     assert!(server.terminate().success());
+}
+
+/// `serve` with each of `bad` as `flag` exits 2 naming the flag, without a panic.
+fn refuses_values(dir: &std::path::Path, flag: &str, bad: &[&str]) {
+    for bad in bad {
+        let out = binary()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg(format!("{flag}={bad}"))
+            .arg("--data")
+            .arg(dir)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{bad}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }

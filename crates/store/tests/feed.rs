@@ -14,9 +14,24 @@ use subscriber_store::{
 };
 
 fn store_at(clock: &Arc<ManualClock>) -> (Store, Tenant) {
-    let config = Config::temporary()
-        .clock(clock.clone())
-        .background_expiry(false);
+    open(
+        Config::temporary()
+            .clock(clock.clone())
+            .background_expiry(false),
+    )
+}
+
+/// A store opened with `config`, its Development environment, and in it a
+/// subscriber `a` (its creation appends no event).
+fn open_with_a(config: Config) -> (Store, Tenant) {
+    let (store, tenant) = open(config);
+    store
+        .upsert(&tenant, SubscriberInput::new("a"), None)
+        .expect("create");
+    (store, tenant)
+}
+
+fn open(config: Config) -> (Store, Tenant) {
     let store = Store::open(config).expect("open");
     let tenant = store
         .ensure_environment("Development")
@@ -185,19 +200,12 @@ fn pages_follow_the_cursor_rules() {
 #[test]
 fn retention_purges_oldest_first_and_refuses_older_cursors() {
     let clock = Arc::new(ManualClock::new(ms(1_000)));
-    let config = Config::temporary()
-        .clock(clock.clone())
-        .background_expiry(false)
-        .event_retention(Duration::from_secs(60));
-    let store = Store::open(config).expect("open");
-    let tenant = store
-        .ensure_environment("Development")
-        .expect("env")
-        .0
-        .tenant();
-    store
-        .upsert(&tenant, SubscriberInput::new("a"), None)
-        .expect("create");
+    let (store, tenant) = open_with_a(
+        Config::temporary()
+            .clock(clock.clone())
+            .background_expiry(false)
+            .event_retention(Duration::from_secs(60)),
+    );
     store.set_online(&tenant, "a", true, None).expect("write"); // at 1 s
     clock.set(ms(30_000));
     store.set_online(&tenant, "a", false, None).expect("write"); // at 30 s
@@ -227,15 +235,7 @@ fn retention_purges_oldest_first_and_refuses_older_cursors() {
 #[test]
 fn waiting_for_the_next_event_blocks_until_one_is_readable() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = Store::open(Config::new(dir.path()).durability(Durability::Durable)).expect("open");
-    let tenant = store
-        .ensure_environment("Development")
-        .expect("env")
-        .0
-        .tenant();
-    store
-        .upsert(&tenant, SubscriberInput::new("a"), None)
-        .expect("create");
+    let (store, tenant) = open_with_a(Config::new(dir.path()).durability(Durability::Durable));
     let last = store.last_event(&tenant).expect("last");
     assert!(
         !store
@@ -437,15 +437,7 @@ fn environments_never_see_each_others_presence() {
 fn with_the_feed_off_the_calls_say_so_and_turning_it_on_rebuilds() {
     let dir = tempfile::tempdir().expect("dir");
     let tenant = {
-        let store = Store::open(Config::new(dir.path()).presence_feed(false)).expect("open");
-        let tenant = store
-            .ensure_environment("Development")
-            .expect("env")
-            .0
-            .tenant();
-        store
-            .upsert(&tenant, SubscriberInput::new("a"), None)
-            .expect("create");
+        let (store, tenant) = open_with_a(Config::new(dir.path()).presence_feed(false));
         store.set_online(&tenant, "a", true, None).expect("online");
         assert_eq!(store.events(&tenant, None, 10), Err(Error::FeedOff));
         assert_eq!(
@@ -778,15 +770,7 @@ fn raw_sled(dir: &std::path::Path) -> sled::Db {
 fn opening_drops_events_whose_change_was_lost() {
     let dir = tempfile::tempdir().expect("dir");
     let (tenant, key) = {
-        let store = Store::open(Config::new(dir.path())).expect("open");
-        let tenant = store
-            .ensure_environment("Development")
-            .expect("env")
-            .0
-            .tenant();
-        store
-            .upsert(&tenant, SubscriberInput::new("a"), None)
-            .expect("create");
+        let (store, tenant) = open_with_a(Config::new(dir.path()));
         store.set_online(&tenant, "a", true, None).expect("online");
         let mut key = tenant.environment_id().as_bytes().to_vec();
         key.extend_from_slice(b"a");
@@ -834,18 +818,11 @@ fn opening_drops_events_whose_change_was_lost() {
 #[test]
 fn relaxed_mode_makes_events_readable_with_its_background_flush() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = Config::new(dir.path())
-        .durability(Durability::Relaxed)
-        .flush_interval(Duration::from_millis(50));
-    let store = Store::open(config).expect("open");
-    let tenant = store
-        .ensure_environment("Development")
-        .expect("env")
-        .0
-        .tenant();
-    store
-        .upsert(&tenant, SubscriberInput::new("a"), None)
-        .expect("create");
+    let (store, tenant) = open_with_a(
+        Config::new(dir.path())
+            .durability(Durability::Relaxed)
+            .flush_interval(Duration::from_millis(50)),
+    );
     store.set_online(&tenant, "a", true, None).expect("online");
     assert!(
         store
