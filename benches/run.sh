@@ -2,7 +2,7 @@
 # Runs every benchmark and writes BENCHMARKS.md (and benches/durable.png).
 # Peers run in the same script on the same machine; read the ratios, not the
 # absolute figures: these machines are noisy and have 2 cores.
-#   benches/run.sh            full run (about 14 minutes after the build)
+#   benches/run.sh            full run (about 17 minutes after the build)
 #   QUICK=1 benches/run.sh    shorter runs, for trying the script
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -185,6 +185,71 @@ leases_http_table() {
 }
 leases_http=$(leases_http_table)
 
+# Presence events and queries (issue 13). (a) What keeping the feed costs a
+# presence write: keyed durable PATCH over HTTP against two durable servers
+# with the same data, one with --presence-feed on, one off (both up, runs
+# alternating and the order swapped every rep, medians); (b) the presence
+# queries' cost at two sizes (the figures and the verdict come from the
+# binary); (c) the feed's fan-out: many live SSE readers while presence
+# flips are written at a fixed rate.
+if [ -n "${QUICK:-}" ]; then
+    feed_reps=1; query_large=100000; fan_readers=200; fan_secs=3
+else
+    feed_reps=5; query_large=1000000; fan_readers=1000; fan_secs=10
+fi
+feed_wrk=3; fan_rate=200; fan_subscribers=1000
+declare -A feed_addr feed_pid feed_runs
+for feed in on off; do
+    "$bin/populate" "$work/data-feed-$feed" "$n" "$key"
+    start "$work/feed-$feed.log" "$bin/subscriberd" serve --listen 127.0.0.1:0 \
+        --data "$work/data-feed-$feed" --durability durable --presence-feed "$feed"
+    feed_addr[$feed]=$(addr_of "$work/feed-$feed.log")
+    feed_pid[$feed]=${pids[-1]}
+done
+for rep in $(seq 1 "$feed_reps"); do
+    if [ $((rep % 2)) -eq 1 ]; then order="on off"; else order="off on"; fi
+    for feed in $order; do
+        feed_runs[$feed]+="$(load "${feed_addr[$feed]}" keyed "$feed_wrk")"$'\n'
+    done
+done
+for feed in on off; do kill "${feed_pid[$feed]}"; wait "${feed_pid[$feed]}" 2>/dev/null || true; done
+# The median of each column of runs ("requests/s p50 p99 non2xx" lines).
+runs_median() {
+    local col out=()
+    for col in 1 2 3 4; do
+        out+=("$(printf '%s' "$1" | awk -v c=$col 'NF { print $c }' | sort -g \
+            | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')")
+    done
+    echo "${out[*]}"
+}
+feed_http_table() {
+    local on_rps on_p50 on_p99 on_bad off_rps off_p50 off_p99 off_bad ratio
+    read -r on_rps on_p50 on_p99 on_bad <<<"$(runs_median "${feed_runs[on]}")"
+    read -r off_rps off_p50 off_p99 off_bad <<<"$(runs_median "${feed_runs[off]}")"
+    ratio=$(awk "BEGIN { printf \"%.2f\", $on_rps / $off_rps }")
+    echo "| PATCH online-status, fresh idempotency key, durable | requests/s | p50 (ms) | p99 (ms) | non-2xx | ÷ feed off |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| --presence-feed off | $off_rps | $off_p50 | $off_p99 | $off_bad | 1.00x |"
+    echo "| --presence-feed on | $on_rps | $on_p50 | $on_p99 | $on_bad | ${ratio}x |"
+    echo
+    if awk "BEGIN { exit !($on_rps >= 0.8 * $off_rps) }"; then
+        echo "Target keyed durable PATCH with the feed on >= 0.80x without it, over HTTP: ${ratio}x, met."
+    else
+        echo "Target keyed durable PATCH with the feed on >= 0.80x without it, over HTTP: ${ratio}x, **missed**."
+    fi
+}
+feed_http=$(feed_http_table)
+presence_query=$("$bin/presence" query --small 10000 --large "$query_large" --online 100 --seconds "$secs")
+# The fan-out needs a descriptor per reader in both processes (the server
+# raises its own limit; --max-connections above readers + writers).
+ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
+"$bin/populate" "$work/data-fanout" "$fan_subscribers" "$key"
+start "$work/fanout.log" "$bin/subscriberd" serve --listen 127.0.0.1:0 \
+    --data "$work/data-fanout" --durability durable --presence-feed on --max-connections 4096
+fanout=$("$bin/sse_fanout" --url "http://$(addr_of "$work/fanout.log")" --key "$key" \
+    --readers "$fan_readers" --seconds "$fan_secs" --rate "$fan_rate" --subscribers "$fan_subscribers")
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+
 gnuplot <<PLOT
 set terminal pngcairo size 800,500 noenhanced
 set output 'benches/durable.png'
@@ -366,6 +431,46 @@ many leases falls due with nothing else writing: there every flush round
 is the expiry's.
 
 $leases_expiry
+
+## Presence events and queries
+
+Every presence change appends an event to the environment's feed
+(\`/v1/presence/events\`, SPEC section 11), and the online index and counts
+are kept with it. Target (issue 13): keyed durable PATCH with the feed on
+>= 0.80x the same with \`--presence-feed off\`, over HTTP; the online query
+flat in the number of subscribers.
+
+What the feed costs a write: \`MODE=keyed\` of benches/wrk.lua (\`wrk -t2
+-c64 -d${feed_wrk}s --latency\`) against two durable subscriberd with $n
+subscribers each, one \`--presence-feed on\`, one \`off\`, both running,
+alternating (the order swapped every run), runs: $feed_reps each; medians.
+No one reads the feed here: this is what appending the events and keeping
+the online index and counts costs a write, not what serving readers costs.
+
+$feed_http
+
+\`target/release/presence query --small 10000 --large $query_large --online 100
+--seconds $secs\`: embedded, in-process store calls (no HTTP), with 100
+subscribers online and 100 more offline within the last minute at each size.
+Read the ratio column: the online queries should stay flat while the
+subscribers grow; the open's count scan is linear by design.
+
+$presence_query
+
+The feed's fan-out: \`target/release/sse_fanout --readers $fan_readers --seconds
+$fan_secs --rate $fan_rate --subscribers $fan_subscribers\` against one durable
+subscriberd (feed on): $fan_readers server-sent event streams open, then
+$fan_rate presence flips per second (open loop, 16 keep-alive connections,
+round-robin over $fan_subscribers subscribers, each write one event) for
+$fan_secs s; every reader checks it got every acknowledged write's event once,
+in seq order. The lag is the time from the write's 200 to a reader's parse
+of its event (from the send when the event came first, which is common: the
+event becomes readable in the same flush round that acknowledges the
+write). Readers, writers and server share the 2 cores, so the lag includes
+the client's own scheduling and is an upper bound on the server's; it has
+no target, while a lost or duplicated event would be a bug.
+
+$fanout
 
 ## subscriberd bench against wrk
 

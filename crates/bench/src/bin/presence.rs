@@ -40,7 +40,8 @@ fn time(seconds: f64, mut f: impl FnMut()) -> f64 {
 }
 
 fn measure(n: u64, online: u64, seconds: f64) -> Costs {
-    let base = std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    let base =
+        std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
     let dir = tempfile::tempdir_in(base).unwrap();
     {
         let store = Store::open(Config::new(dir.path()).durability(Durability::Relaxed)).unwrap();
@@ -82,7 +83,10 @@ fn measure(n: u64, online: u64, seconds: f64) -> Costs {
         within_seconds: Some(3600),
         ..Default::default()
     };
-    assert_eq!(store.online(&tenant, &within).unwrap().subscribers.len(), 100);
+    assert_eq!(
+        store.online(&tenant, &within).unwrap().subscribers.len(),
+        100
+    );
     let online_us = time(seconds, || {
         store.online(&tenant, &OnlineQuery::default()).unwrap();
     });
@@ -106,7 +110,11 @@ fn measure(n: u64, online: u64, seconds: f64) -> Costs {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    assert_eq!(args.first().map(String::as_str), Some("query"), "usage: presence query [--small N] [--large N] [--online N] [--seconds S]");
+    assert_eq!(
+        args.first().map(String::as_str),
+        Some("query"),
+        "usage: presence query [--small N] [--large N] [--online N] [--seconds S]"
+    );
     let small = arg(&args, "--small", 10_000);
     let large = arg(&args, "--large", 1_000_000);
     let online = arg(&args, "--online", 100);
@@ -115,11 +123,21 @@ fn main() {
     let a = measure(small, online, seconds);
     let b = measure(large, online, seconds);
     let ratio = |x: f64, y: f64| y / x;
-    println!("| {online} online, {online} offline within the last minute | {small} subscribers | {large} subscribers | ratio |");
+    println!(
+        "| {online} online, {online} offline within the last minute | {small} subscribers | {large} subscribers | ratio |"
+    );
     println!("|---|---:|---:|---:|");
     let rows = [
-        ("online query, page of 100 (µs, median)", a.online_us, b.online_us),
-        ("online query within 3600 s, page of 100 (µs)", a.within_us, b.within_us),
+        (
+            "online query, page of 100 (µs, median)",
+            a.online_us,
+            b.online_us,
+        ),
+        (
+            "online query within 3600 s, page of 100 (µs)",
+            a.within_us,
+            b.within_us,
+        ),
         ("counts: `presence_stats` (µs)", a.stats_us, b.stats_us),
         ("events, page of 100 (µs)", a.events_us, b.events_us),
         ("open, counting every subscriber (ms)", a.open_ms, b.open_ms),
