@@ -148,6 +148,27 @@ pub struct ServeArgs {
     #[arg(long, env = "SUBSCRIBERD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Seconds to keep accepting after SIGINT/SIGTERM with GET /ready at
+    /// 503, so a load balancer stops sending before the drain (0 to 300;
+    /// behind one, set it above its probe interval times its threshold).
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_DRAIN_DELAY_SECS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u64).range(0..=300)
+    )]
+    pub drain_delay_secs: u64,
+
+    /// Prometheus metrics at GET /metrics (no authentication; see
+    /// --metrics-listen to serve them elsewhere).
+    #[arg(long, env = "SUBSCRIBERD_METRICS", value_enum, default_value = "on")]
+    pub metrics: Switch,
+
+    /// Serve GET /metrics on this address instead of the API's (for
+    /// example 127.0.0.1:9464, reachable only by the scraper).
+    #[arg(long, env = "SUBSCRIBERD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// An API key to provision into the default environment (16 to 255
     /// visible ASCII characters), so scripts can use a known key.
     #[arg(long, env = "SUBSCRIBERD_API_KEY", hide_env_values = true)]

@@ -2,10 +2,11 @@
 //! and a key exist, serve HTTP and the admin socket until SIGINT/SIGTERM,
 //! then drain and flush.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use subscriber_http::ServerConfig;
-use subscriber_store::{Config, Durability, Store};
+use subscriber_http::{Metrics, ServerConfig};
+use subscriber_store::{Config, Durability, Observer, Store};
 
 use crate::cli::{DurabilityArg, ServeArgs, Switch};
 use crate::{admin, limits};
@@ -34,17 +35,20 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         DurabilityArg::Durable => Durability::Durable,
         DurabilityArg::Relaxed => Durability::Relaxed,
     };
-    let store = Store::open(
-        Config::new(&args.data)
-            .durability(durability)
-            .flush_interval(Duration::from_millis(args.flush_interval_ms))
-            .idempotency_ttl(Duration::from_secs(args.idempotency_ttl_secs))
-            .presence_ttl_secs(args.presence_ttl_secs)
-            .presence_feed(args.presence_feed == Switch::On)
-            .event_retention(Duration::from_secs(args.event_retention_secs)),
-    )
-    .map_err(|e| format!("cannot open data directory {}: {e}", args.data.display()))?;
-    provision(&store, &args)?;
+    let metrics = match args.metrics {
+        Switch::On => Some(Arc::new(Metrics::new()?)),
+        Switch::Off => None,
+    };
+    let mut store_config = Config::new(&args.data)
+        .durability(durability)
+        .flush_interval(Duration::from_millis(args.flush_interval_ms))
+        .idempotency_ttl(Duration::from_secs(args.idempotency_ttl_secs))
+        .presence_ttl_secs(args.presence_ttl_secs)
+        .presence_feed(args.presence_feed == Switch::On)
+        .event_retention(Duration::from_secs(args.event_retention_secs));
+    if let Some(metrics) = &metrics {
+        store_config = store_config.observer(Arc::clone(metrics) as Arc<dyn Observer>);
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -56,16 +60,38 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         body_read_timeout: Duration::from_secs(args.body_timeout_secs),
         max_connections: args.max_connections,
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        drain_delay: Duration::from_secs(args.drain_delay_secs),
+        metrics: metrics.clone(),
+        metrics_route: args.metrics_listen.is_none(),
         ..ServerConfig::default()
     };
-    runtime.block_on(async {
+    let store = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
+        // Installed before anything can take long: a signal while the
+        // store opens stops the server as soon as it is up.
         let shutdown = shutdown_signal()?;
+        let metrics_listener = match args.metrics_listen {
+            Some(at) => Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| format!("cannot listen for metrics on {at}: {e}"))?,
+            ),
+            None => None,
+        };
+        // Opening recovers the journal and the feed and counts the
+        // subscribers: the port answers 503 meanwhile (GET /ready too).
+        tracing::info!(data = %args.data.display(), "starting on http://{addr}: opening the store");
+        let opening = tokio::task::spawn_blocking(move || Store::open(store_config));
+        let store = subscriber_http::answer_starting(&listener, opening)
+            .await
+            .map_err(|e| format!("cannot open the store: {e}"))?
+            .map_err(|e| format!("cannot open data directory {}: {e}", args.data.display()))?;
+        provision(&store, &args)?;
         let admin_path = admin::socket_path(&args.data);
         let admin_listener = admin::bind(&args.data)
             .map_err(|e| format!("cannot create {}: {e}", admin_path.display()))?;
@@ -80,6 +106,21 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             ..config
         };
         let admin_task = tokio::spawn(admin::serve(admin_listener, store.clone()));
+        let metrics_task = match (metrics_listener, &metrics) {
+            (Some(listener), Some(metrics)) => {
+                let at = listener
+                    .local_addr()
+                    .map_err(|e| format!("cannot read the metrics address: {e}"))?;
+                tracing::info!("metrics on http://{at}/metrics");
+                Some(tokio::spawn(subscriber_http::serve_metrics(
+                    listener,
+                    store.clone(),
+                    Arc::clone(metrics),
+                    std::future::pending(),
+                )))
+            }
+            _ => None,
+        };
         tracing::info!(
             data = %args.data.display(),
             durability = ?args.durability,
@@ -87,12 +128,17 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             presence_ttl_secs = args.presence_ttl_secs,
             presence_feed = ?args.presence_feed,
             event_retention_secs = args.event_retention_secs,
+            metrics = ?args.metrics,
             "listening on http://{addr}"
         );
         let served = subscriber_http::serve(listener, store.clone(), config, shutdown).await;
         admin_task.abort();
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
         let _ = std::fs::remove_file(&admin_path);
-        served.map_err(|e| format!("server failed: {e}"))
+        served.map_err(|e| format!("server failed: {e}"))?;
+        Ok::<_, String>(store)
     })?;
     store
         .flush()

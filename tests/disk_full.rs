@@ -212,6 +212,20 @@ fn a_full_disk_answers_500_and_503_then_recovers_once_there_is_room() {
             let body = reply.json();
             assert_eq!(body["statusCode"], 503, "{body}");
             assert!(body["message"].is_string(), "{body}");
+            // Readiness says the same, and the metrics count the failures.
+            let ready = testkit::try_send(addr, "GET", "/ready", &[], b"").map(|r| r.status);
+            assert_eq!(ready, Some(503), "/ready while the store cannot write");
+            let errors = testkit::try_send(addr, "GET", "/metrics", &[], b"")
+                .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                .and_then(|text| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("subscriberd_storage_errors_total "))
+                        .and_then(|v| v.parse::<f64>().ok())
+                });
+            assert!(
+                errors.is_some_and(|n| n >= 1.0),
+                "storage errors counted: {errors:?}"
+            );
             unhealthy = true;
             break;
         }

@@ -29,6 +29,8 @@ pub(crate) struct Context {
     pub openapi: Bytes,
     /// Turns true when the server shuts down: event streams end then.
     pub stop: watch::Receiver<bool>,
+    /// Set when a shutdown begins: `/ready` answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// A whole JSON answer, or a presence event stream.
@@ -110,6 +112,8 @@ async fn dispatch(
     let matched = router::route(request.method(), path)?;
     match matched.endpoint {
         Endpoint::HealthCheck => return health(&state.store).await,
+        Endpoint::Ready => return ready(state).await,
+        Endpoint::Metrics => return metrics(state),
         Endpoint::OpenApi => return Ok(json_reply(StatusCode::OK, state.openapi.clone())),
         _ => {}
     }
@@ -194,6 +198,7 @@ fn events(state: &Context, request: &Request<Incoming>, tenant: Tenant) -> Resul
         first,
         limit: query.limit,
         keep_alive: state.config.event_stream_keep_alive,
+        metrics: state.config.metrics.clone(),
     };
     let mut response = Response::new(Either::Right(stream::start(feed, state.stop.clone())));
     let headers = response.headers_mut();
@@ -224,6 +229,51 @@ async fn health(store: &Store) -> Result<Reply, ApiError> {
                 "The store cannot write; see the server log",
             ))
         }
+    }
+}
+
+/// 200 once the server can take writes: the store has started (the leases
+/// overdue at open are expired) and can write, and the server is not
+/// draining after SIGTERM; else 503 saying which.
+async fn ready(state: &Context) -> Result<Reply, ApiError> {
+    let unready = |why: &str| Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why));
+    if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+        return unready("Draining: the server is shutting down");
+    }
+    if !state.store.started() {
+        return unready("Starting: expiring the leases that ran out while the server was down");
+    }
+    let probe = state.store.clone();
+    match tokio::task::spawn_blocking(move || probe.check_writable())
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+    {
+        Ok(()) => Ok(json_reply(
+            StatusCode::OK,
+            Bytes::from_static(br#"{"data":{"status":"ready"}}"#),
+        )),
+        Err(e) => {
+            tracing::warn!(cause = %e, "readiness: the store cannot write");
+            unready("The store cannot write; see the server log")
+        }
+    }
+}
+
+/// The Prometheus text exposition, where this listener serves it.
+fn metrics(state: &Context) -> Result<Reply, ApiError> {
+    match (&state.config.metrics, state.config.metrics_route) {
+        (Some(metrics), true) => {
+            let mut reply = json_reply(StatusCode::OK, metrics.render(&state.store));
+            reply.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            Ok(reply)
+        }
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Metrics are not served here (see --metrics and --metrics-listen)",
+        )),
     }
 }
 
@@ -346,6 +396,13 @@ async fn submit_write(
         reply
             .headers_mut()
             .insert("idempotency-replay", HeaderValue::from_static("true"));
+    }
+    if let Some(metrics) = &state.config.metrics {
+        metrics.write(match (executed.replayed, &shown_key) {
+            (true, _) => "replay",
+            (false, Some(_)) => "keyed",
+            (false, None) => "plain",
+        });
     }
     Ok(reply)
 }

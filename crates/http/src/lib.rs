@@ -23,14 +23,16 @@ mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handlers;
+pub mod metrics;
 mod openapi;
 mod router;
 mod server;
 mod stream;
 mod wire;
 
+pub use metrics::Metrics;
 pub use openapi::document as openapi_document;
-pub use server::{ServerConfig, serve};
+pub use server::{ServerConfig, answer_starting, serve, serve_metrics};
 
 /// Every `(method, path pattern)` the server routes, as the OpenAPI document
 /// names them.

@@ -229,6 +229,24 @@ pub fn document() -> Value {
                     &[("503", "The store cannot write (disk full, I/O error); it reopens by itself once the cause is gone")],
                 )
             }},
+            "/ready": {"get": {
+                "operationId": "ready",
+                "summary": "Readiness (beyond Novu): 200 once the server may take writes",
+                "security": [],
+                "responses": common_errors(
+                    json!({"200": {"description": "Started, the store can write, not draining", "content": {"application/json": {"schema": {"type": "object", "properties": {"data": {"type": "object", "properties": {"status": {"type": "string", "enum": ["ready"]}}}}}}}}}),
+                    &[("503", "Starting (opening the store, expiring the leases that ran out while it was down), draining after SIGTERM, or the store cannot write")],
+                )
+            }},
+            "/metrics": {"get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (beyond Novu), text exposition format; 404 with --metrics off or --metrics-listen",
+                "security": [],
+                "responses": {
+                    "200": {"description": "The metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "404": {"description": "Metrics are off, or served on another address", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDto"}}}}
+                }
+            }},
             "/openapi.json": {"get": {
                 "operationId": "openapi",
                 "summary": "This document",

@@ -18,6 +18,8 @@ pub(crate) enum Endpoint {
     PresenceOnline,
     PresenceStats,
     HealthCheck,
+    Ready,
+    Metrics,
     OpenApi,
 }
 
@@ -54,6 +56,8 @@ pub const ROUTES: &[(Method, &str, Endpoint)] = &[
     (Method::GET, "/v1/presence/online", Endpoint::PresenceOnline),
     (Method::GET, "/v1/presence/stats", Endpoint::PresenceStats),
     (Method::GET, "/v1/health-check", Endpoint::HealthCheck),
+    (Method::GET, "/ready", Endpoint::Ready),
+    (Method::GET, "/metrics", Endpoint::Metrics),
     (Method::GET, "/openapi.json", Endpoint::OpenApi),
 ];
 

@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::error::ApiError;
 use crate::handlers::{self, Context};
+use crate::metrics::Metrics;
 
 /// Limits and timeouts of the server.
 #[derive(Debug, Clone)]
@@ -35,6 +36,15 @@ pub struct ServerConfig {
     /// The longest silence on a presence event stream before it sends a
     /// comment line (SPEC section 11: 15 s).
     pub event_stream_keep_alive: Duration,
+    /// Where requests, connections and the store are counted (`None`: no
+    /// metrics).
+    pub metrics: Option<Arc<Metrics>>,
+    /// Whether this listener answers `GET /metrics` (off when metrics have
+    /// a listener of their own).
+    pub metrics_route: bool,
+    /// After a shutdown signal, how long the server keeps accepting (with
+    /// `/ready` at 503, so a load balancer stops sending) before it drains.
+    pub drain_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -46,23 +56,113 @@ impl Default for ServerConfig {
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(10),
             event_stream_keep_alive: Duration::from_secs(15),
+            metrics: None,
+            metrics_route: true,
+            drain_delay: Duration::ZERO,
         }
     }
 }
 
-/// The answer to a connection over the limit: a 503 in the error shape,
-/// written straight to the socket (no request has been read).
-fn overloaded(store: &Store) -> Vec<u8> {
-    let error = ApiError::new(
-        hyper::StatusCode::SERVICE_UNAVAILABLE,
-        "Too many connections, retry shortly",
-    );
-    let body = error.body("", store.now()).to_string();
+/// A 503 in the error shape, written straight to the socket with no
+/// request read: to a connection over the limit, or while starting.
+fn unavailable(message: &str, at: subscriber_store::Timestamp) -> Vec<u8> {
+    let error = ApiError::new(hyper::StatusCode::SERVICE_UNAVAILABLE, message);
+    let body = error.body("", at).to_string();
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; charset=utf-8\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
+}
+
+/// While `until` runs (the store opening: recovering its journal and
+/// feed), answers every connection on `listener` with a 503 in the error
+/// shape, so a readiness probe sees "starting" rather than a refused
+/// connection; returns what `until` returns.
+pub async fn answer_starting<T>(listener: &TcpListener, until: impl Future<Output = T>) -> T {
+    use subscriber_store::Clock;
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            done = &mut until => return done,
+            accepted = listener.accept() => {
+                let Ok((mut stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let now = subscriber_store::SystemClock.now();
+                let answer = unavailable("Starting: recovering the store, retry shortly", now);
+                tokio::spawn(async move {
+                    // Take in the request first: closing with it unread
+                    // would reset the connection before the client reads.
+                    let mut request = [0u8; 8192];
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(200),
+                        tokio::io::AsyncReadExt::read(&mut stream, &mut request),
+                    )
+                    .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        }
+    }
+}
+
+/// Serves `GET /metrics` alone on its own listener (`--metrics-listen`)
+/// until `shutdown` completes.
+///
+/// # Errors
+/// Only if the listener itself fails.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    store: Store,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let (store, metrics) = (store.clone(), Arc::clone(&metrics));
+        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let found =
+                request.method() == hyper::Method::GET && request.uri().path() == "/metrics";
+            let mut reply = if found {
+                let mut reply =
+                    hyper::Response::new(http_body_util::Full::new(metrics.render(&store)));
+                reply.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                );
+                reply
+            } else {
+                hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+                    b"only GET /metrics is served here\n",
+                )))
+            };
+            if !found {
+                *reply.status_mut() = hyper::StatusCode::NOT_FOUND;
+            }
+            async move { Ok::<_, std::convert::Infallible>(reply) }
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
 }
 
 /// Serves HTTP on an already-bound listener until `shutdown` completes, then
@@ -87,7 +187,12 @@ pub async fn serve(
         openapi: crate::openapi::document_bytes(),
         config,
         stop,
+        draining: std::sync::atomic::AtomicBool::new(false),
     });
+    let metrics = state.config.metrics.clone();
+    // After the signal: `/ready` says 503 while connections are still
+    // taken, for `drain_delay`; then the drain.
+    let mut drain_after: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -105,11 +210,29 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut shutdown, if drain_after.is_none() => {
+                state.draining.store(true, std::sync::atomic::Ordering::Release);
+                let delay = state.config.drain_delay;
+                if delay.is_zero() {
+                    break;
+                }
+                tracing::info!(?delay, "not ready: accepting for the drain delay, then draining");
+                drain_after = Some(Box::pin(tokio::time::sleep(delay)));
+                continue;
+            }
+            () = async {
+                match drain_after.as_mut() {
+                    Some(sleep) => sleep.await,
+                    None => std::future::pending().await,
+                }
+            }, if drain_after.is_some() => break,
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; answering 503");
-            let answer = overloaded(&state.store);
+            if let Some(metrics) = &metrics {
+                metrics.connection_refused();
+            }
+            let answer = unavailable("Too many connections, retry shortly", state.store.now());
             tokio::spawn(async move {
                 let _ =
                     tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
@@ -125,7 +248,18 @@ pub async fn serve(
                 let started = Instant::now();
                 let method = request.method().clone();
                 let path = request.uri().path().to_owned();
+                let route = crate::router::route(&method, &path)
+                    .map_or("unmatched", |matched| matched.pattern);
+                let metrics = state.config.metrics.clone();
                 let reply = handlers::handle(state, request).await;
+                if let Some(metrics) = metrics {
+                    metrics.request(
+                        route,
+                        method.as_str(),
+                        reply.status().as_u16(),
+                        started.elapsed(),
+                    );
+                }
                 tracing::info!(
                     %method,
                     %path,
@@ -138,9 +272,16 @@ pub async fn serve(
             }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let metrics = metrics.clone();
+        if let Some(metrics) = &metrics {
+            metrics.connection_opened();
+        }
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            if let Some(metrics) = &metrics {
+                metrics.connection_closed();
             }
             drop(permit);
         });

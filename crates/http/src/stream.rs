@@ -53,6 +53,8 @@ pub(crate) struct Feed {
     pub limit: u32,
     /// The longest silence before a comment.
     pub keep_alive: Duration,
+    /// Counts open streams.
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 /// Starts a task that streams `feed` into the returned body until the
@@ -61,11 +63,18 @@ pub(crate) fn start(feed: Feed, stop: watch::Receiver<bool>) -> EventStream {
     // A few chunks of slack: a client that stops reading holds the task
     // at its next send, not the store.
     let (sender, chunks) = mpsc::channel(8);
+    let metrics = feed.metrics.clone();
+    if let Some(metrics) = &metrics {
+        metrics.stream_opened();
+    }
     tokio::spawn(async move {
         tokio::select! {
             () = run(feed, &sender) => {}
             () = stopped(stop) => {}
             () = sender.closed() => {}
+        }
+        if let Some(metrics) = &metrics {
+            metrics.stream_closed();
         }
     });
     EventStream { chunks }
@@ -86,6 +95,7 @@ async fn run(feed: Feed, sender: &mpsc::Sender<Bytes>) {
         first,
         limit,
         keep_alive,
+        metrics: _,
     } = feed;
     let mut page = first;
     loop {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
+use crate::observer::{NoObserver, Observer};
 
 /// When a write is acknowledged (SPEC section 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,6 +34,7 @@ pub struct Config {
     pub(crate) background_expiry: bool,
     pub(crate) presence_feed: bool,
     pub(crate) event_retention: Duration,
+    pub(crate) observer: Arc<dyn Observer>,
 }
 
 impl Config {
@@ -58,6 +60,7 @@ impl Config {
             background_expiry: true,
             presence_feed: true,
             event_retention: Duration::from_secs(24 * 60 * 60),
+            observer: Arc::new(NoObserver),
         }
     }
 
@@ -122,6 +125,13 @@ impl Config {
     /// first, and a cursor before them is [`Error::CursorExpired`](crate::Error::CursorExpired).
     pub fn event_retention(mut self, keep: Duration) -> Self {
         self.event_retention = keep;
+        self
+    }
+
+    /// Who is told about flush rounds, storage failures, purges, expiries
+    /// and appended events as they happen (default: nobody), for metrics.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
         self
     }
 

@@ -250,6 +250,7 @@ pub(crate) struct GroupCommit {
     done: Condvar,
     syncer: Syncer,
     listener: ListenerSlot,
+    observer: Arc<dyn crate::observer::Observer>,
 }
 
 /// The flusher thread of a durable engine; stopped and joined on drop.
@@ -295,9 +296,13 @@ impl GroupCommit {
         // Read under the lock, before the flush starts: every write counted
         // here finished its in-memory commit before the round began.
         let target = self.committed.load(Ordering::SeqCst);
+        let covered = self.durable.load(Ordering::Acquire);
         drop(state);
+        let started = std::time::Instant::now();
         let result = self.syncer.sync();
         if result.is_ok() {
+            self.observer
+                .flush_round(started.elapsed(), target.saturating_sub(covered));
             // Before anyone can see the new durable mark: a waiter that
             // sees it finds its events readable (if their smaller seqs are).
             self.listener.tell(target);
@@ -367,26 +372,25 @@ pub(crate) enum Pending {
 
 impl Pending {
     /// Blocks until decided.
-    pub(crate) fn wait(self) -> Result<()> {
-        match self {
-            Pending::Ready(result) => result.unwrap_or(Ok(())),
-            Pending::Group { shared, seq } => {
-                if shared.durable.load(Ordering::Acquire) >= seq {
-                    return Ok(());
-                }
-                let mut state = shared.state.lock();
-                loop {
-                    if let Some(result) = state.decided(seq) {
-                        return result;
-                    }
-                    if state.flushing {
-                        shared.done.wait(&mut state);
-                    } else {
-                        // No round is running: a blocking waiter runs it
-                        // itself, with no handoff to the commit thread.
-                        state = shared.round(state);
-                    }
-                }
+    pub(crate) fn wait(mut self) -> Result<()> {
+        let (shared, seq) = match &mut self {
+            Pending::Ready(result) => return result.take().unwrap_or(Ok(())),
+            Pending::Group { shared, seq } => (Arc::clone(shared), *seq),
+        };
+        if shared.durable.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        let mut state = shared.state.lock();
+        loop {
+            if let Some(result) = state.decided(seq) {
+                return result;
+            }
+            if state.flushing {
+                shared.done.wait(&mut state);
+            } else {
+                // No round is running: a blocking waiter runs it
+                // itself, with no handoff to the commit thread.
+                state = shared.round(state);
             }
         }
     }
@@ -409,6 +413,19 @@ impl Pending {
     }
 }
 
+impl Drop for Pending {
+    /// A write nobody waits for still gets its round (the commit thread
+    /// runs it): its presence events must become readable.
+    fn drop(&mut self) {
+        if let Pending::Group { shared, seq } = self {
+            if shared.durable.load(Ordering::Acquire) < *seq {
+                let mut state = shared.state.lock();
+                let _ = shared.decided_or_request(&mut state, *seq);
+            }
+        }
+    }
+}
+
 /// The durability point of a store.
 #[derive(Debug)]
 pub(crate) enum WriteBarrier {
@@ -422,7 +439,10 @@ pub(crate) enum WriteBarrier {
 }
 
 impl WriteBarrier {
-    pub(crate) fn group_commit(syncer: Syncer) -> Result<Self> {
+    pub(crate) fn group_commit(
+        syncer: Syncer,
+        observer: Arc<dyn crate::observer::Observer>,
+    ) -> Result<Self> {
         let shared = Arc::new(GroupCommit {
             committed: AtomicU64::new(0),
             durable: AtomicU64::new(0),
@@ -431,6 +451,7 @@ impl WriteBarrier {
             done: Condvar::new(),
             syncer,
             listener: ListenerSlot::default(),
+            observer,
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -444,9 +465,16 @@ impl WriteBarrier {
         })))
     }
 
-    pub(crate) fn periodic(syncer: Syncer, interval: Duration) -> Result<Self> {
+    pub(crate) fn periodic(
+        syncer: Syncer,
+        interval: Duration,
+        observer: Arc<dyn crate::observer::Observer>,
+    ) -> Result<Self> {
         let syncer = Arc::new(syncer);
-        let state = Arc::new(PeriodicState::default());
+        let state = Arc::new(PeriodicState {
+            observer: Some(observer),
+            ..PeriodicState::default()
+        });
         let thread = {
             let (syncer, state) = (Arc::clone(&syncer), Arc::clone(&state));
             std::thread::Builder::new()
@@ -518,18 +546,6 @@ impl WriteBarrier {
         }
     }
 
-    /// Asks for a round that covers `ticket` without waiting for it (in
-    /// group-commit mode; relaxed mode's next round comes by itself).
-    pub(crate) fn request(&self, ticket: Ticket) {
-        if let WriteBarrier::GroupCommit(flusher) = self {
-            let shared = &flusher.shared;
-            if shared.durable.load(Ordering::Acquire) < ticket.0 {
-                let mut state = shared.state.lock();
-                let _ = shared.decided_or_request(&mut state, ticket.0);
-            }
-        }
-    }
-
     /// Sets what is told the durable mark after every successful round
     /// (once; later calls are ignored).
     pub(crate) fn on_durable(&self, listener: DurableListener) {
@@ -576,6 +592,7 @@ struct PeriodicState {
     /// Every ticket up to this is durable.
     durable: AtomicU64,
     listener: ListenerSlot,
+    observer: Option<Arc<dyn crate::observer::Observer>>,
     /// Read on every write without a lock.
     failed: AtomicBool,
     inner: Mutex<PeriodicInner>,
@@ -621,6 +638,8 @@ fn flush_every(syncer: &Syncer, state: &PeriodicState, interval: Duration) {
         }
         drop(inner);
         let target = state.committed.load(Ordering::SeqCst);
+        let covered = state.durable.load(Ordering::Acquire);
+        let started = std::time::Instant::now();
         let result = syncer.sync();
         inner = state.inner.lock();
         inner.rounds += 1;
@@ -630,6 +649,9 @@ fn flush_every(syncer: &Syncer, state: &PeriodicState, interval: Duration) {
             return;
         }
         state.durable.fetch_max(target, Ordering::AcqRel);
+        if let Some(observer) = &state.observer {
+            observer.flush_round(started.elapsed(), target.saturating_sub(covered));
+        }
         state.listener.tell(state.durable.load(Ordering::Acquire));
     }
 }

@@ -20,6 +20,10 @@ pub(crate) struct Engine {
     pub journal: crate::journal::Journal,
     /// The presence feed and counts, unless the feed is off.
     pub feeds: Option<std::sync::Arc<crate::feed::Feeds>>,
+    /// Told about flush rounds, failures, purges, expiries, events.
+    pub observer: std::sync::Arc<dyn crate::observer::Observer>,
+    /// Idempotency records in the database (counted at open, then kept).
+    pub records: std::sync::atomic::AtomicI64,
     pub db: sled::Db,
     /// Set once a storage failure was seen: sled 0.34 keeps an I/O error for
     /// good, and after a failed fdatasync nothing written since can be trusted.
@@ -32,6 +36,7 @@ impl Engine {
     /// reopens the database.
     pub(crate) fn note<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(Error::Storage(reason)) = &result {
+            self.observer.storage_error();
             // Only the first failure is kept; later ones are its echoes.
             let _ = self.failure.set(reason.clone());
         }
@@ -88,9 +93,13 @@ pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
             // files and directory entries sled may have just created too.
             syncer.sync()?;
             if relaxed {
-                WriteBarrier::periodic(syncer, config.flush_interval.max(Duration::from_millis(1)))?
+                WriteBarrier::periodic(
+                    syncer,
+                    config.flush_interval.max(Duration::from_millis(1)),
+                    std::sync::Arc::clone(&config.observer),
+                )?
             } else {
-                WriteBarrier::group_commit(syncer)?
+                WriteBarrier::group_commit(syncer, std::sync::Arc::clone(&config.observer))?
             }
         }
         None => WriteBarrier::Immediate,
@@ -99,11 +108,14 @@ pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
         let feeds = std::sync::Arc::clone(feeds);
         barrier.on_durable(Box::new(move |durable| feeds.advance(durable)));
     }
+    let records = i64::try_from(trees.idempotency.len()).unwrap_or(i64::MAX);
     Ok(Engine {
         trees,
         barrier,
         journal,
         feeds,
+        observer: std::sync::Arc::clone(&config.observer),
+        records: std::sync::atomic::AtomicI64::new(records),
         db,
         failure: std::sync::OnceLock::new(),
     })

@@ -82,7 +82,7 @@ pub(crate) fn expire_due(writes: &Writes, engine: &Engine, limit: usize) -> Resu
                 // Taken under the lock, as every write's ticket is.
                 let ticket = engine.barrier.ticket();
                 if let Some(feed) = feed {
-                    feed.commit(trees, &engine.barrier, ticket);
+                    feed.commit(trees, &engine.barrier, ticket, engine.observer.as_ref());
                 }
                 last_ticket = Some(ticket);
             }
@@ -94,6 +94,7 @@ pub(crate) fn expire_due(writes: &Writes, engine: &Engine, limit: usize) -> Resu
     }
     if let Some(ticket) = last_ticket {
         engine.barrier.wait_until_durable(ticket)?;
+        engine.observer.leases_expired(expired as u64);
     }
     Ok(Expired { expired, next })
 }

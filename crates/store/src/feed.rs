@@ -60,6 +60,8 @@ pub(crate) struct EnvFeed {
     /// Subscribers whose stored document says `isOnline: true` (a lease
     /// that has run out but is not yet expired is still counted here).
     flagged_online: AtomicI64,
+    /// Subscribers whose stored document holds a lease.
+    leased: AtomicI64,
 }
 
 #[derive(Debug)]
@@ -120,11 +122,12 @@ impl Feeds {
         self.envs.read().values().cloned().collect()
     }
 
-    /// Sets the counts found by the scan at open.
-    pub(crate) fn set_counts(&self, env: ObjectId, subscribers: i64, online: i64) -> Result<()> {
+    /// Sets the counts found by the scan at open: subscribers, online, leased.
+    pub(crate) fn set_counts(&self, env: ObjectId, counts: [i64; 3]) -> Result<()> {
         let feed = self.env(env)?;
-        feed.subscribers.store(subscribers, Ordering::Relaxed);
-        feed.flagged_online.store(online, Ordering::Relaxed);
+        feed.subscribers.store(counts[0], Ordering::Relaxed);
+        feed.flagged_online.store(counts[1], Ordering::Relaxed);
+        feed.leased.store(counts[2], Ordering::Relaxed);
         Ok(())
     }
 }
@@ -152,6 +155,7 @@ impl EnvFeed {
             readable: Condvar::new(),
             subscribers: AtomicI64::new(0),
             flagged_online: AtomicI64::new(0),
+            leased: AtomicI64::new(0),
         })
     }
 
@@ -261,6 +265,10 @@ impl EnvFeed {
         if subs != 0 {
             self.subscribers.fetch_add(subs, Ordering::Relaxed);
         }
+        let leased = delta(after.leased) - delta(before.leased);
+        if leased != 0 {
+            self.leased.fetch_add(leased, Ordering::Relaxed);
+        }
         let online = delta(after.flagged) - delta(before.flagged);
         if online != 0 {
             self.flagged_online.fetch_add(online, Ordering::Relaxed);
@@ -269,8 +277,12 @@ impl EnvFeed {
 
     /// (subscribers, flagged online).
     pub(crate) fn counts(&self) -> (u64, u64) {
-        let get = |a: &AtomicI64| u64::try_from(a.load(Ordering::Relaxed)).unwrap_or(0);
         (get(&self.subscribers), get(&self.flagged_online))
+    }
+
+    /// Subscribers holding a lease.
+    pub(crate) fn leased(&self) -> u64 {
+        get(&self.leased)
     }
 
     /// Up to `limit` readable events after `after` (from the oldest kept
@@ -335,6 +347,11 @@ impl EnvFeed {
         }
         Ok(doomed.len())
     }
+}
+
+/// A count that is never negative, as a `u64`.
+fn get(count: &AtomicI64) -> u64 {
+    u64::try_from(count.load(Ordering::Relaxed)).unwrap_or(0)
 }
 
 /// Every event of `env` up to this seq has been purged (0: none).
@@ -432,17 +449,20 @@ impl<'a> FeedChange<'a> {
         Ok(())
     }
 
-    /// The write took `ticket`: its events become readable once it is durable.
+    /// The write took `ticket`: its events become readable once it is
+    /// durable, with the round its waiter asks for (or, if nobody waits,
+    /// the round its dropped `Pending` asks for).
     pub(crate) fn commit(
         self,
         trees: &Trees,
         barrier: &crate::durability::WriteBarrier,
         ticket: crate::durability::Ticket,
+        observer: &dyn crate::observer::Observer,
     ) {
         if let Some(reservation) = self.reservation {
+            observer.events_appended(reservation.count);
             self.feed
                 .commit(trees, reservation, ticket.number(), barrier.durable_mark());
-            barrier.request(ticket);
         }
     }
 }

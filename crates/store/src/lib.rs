@@ -24,6 +24,7 @@
 //! # Map
 //! From the ground up; a module imports only from the lines above its own.
 //! - Ground: `clock` (time, injectable), `id` (ObjectIds), `config`,
+//!   `observer` (what an operator's metrics are told, and the gauges),
 //!   `precondition` ([`Version`], [`Precondition`]: the version a write
 //!   expects), `error` (the crate's one [`Error`] and the typed problems it carries).
 //! - `layout`: every key and record byte the store writes, and the
@@ -57,6 +58,7 @@ mod id;
 mod idempotency;
 mod journal;
 mod layout;
+mod observer;
 mod precondition;
 mod presence;
 mod presence_index;
@@ -76,6 +78,7 @@ pub use event::{
 pub use id::ObjectId;
 pub use idempotency::{Executed, Idempotency, IdempotencyKey, KeyProblem, MAX_IDEMPOTENCY_KEY_LEN};
 pub use layout::MAX_RECORD_BYTES;
+pub use observer::{Gauges, NoObserver, Observer};
 pub use precondition::Precondition;
 pub use presence::{MAX_TTL_SECONDS, check_ttl_seconds};
 pub use store::{Durable, EventNotice, Store};

@@ -26,6 +26,8 @@ pub(crate) struct Presence {
     /// The stored `isOnline` is `true` (lease or no lease).
     pub flagged: bool,
     pub last_online_at: Option<Timestamp>,
+    /// A lease runs (or ran out and is not yet expired in storage).
+    pub leased: bool,
 }
 
 impl Presence {
@@ -34,6 +36,7 @@ impl Presence {
             exists: true,
             flagged: doc.is_online == Some(true),
             last_online_at: doc.last_online_at,
+            leased: doc.lease.is_some(),
         })
     }
 }
@@ -211,7 +214,7 @@ pub(crate) fn open(trees: &Trees, feeds: &Feeds) -> Result<()> {
         trees.online.clear()?;
         trees.recent.clear()?;
     }
-    let mut counts: HashMap<ObjectId, (i64, i64)> = HashMap::new();
+    let mut counts: HashMap<ObjectId, [i64; 3]> = HashMap::new();
     for entry in trees.subscribers.iter() {
         let (key, value) = entry?;
         let Some(env) = key.first_chunk::<12>() else {
@@ -228,14 +231,15 @@ pub(crate) fn open(trees: &Trees, feeds: &Feeds) -> Result<()> {
             },
         };
         let count = counts.entry(ObjectId::from_bytes(*env)).or_default();
-        count.0 += 1;
-        count.1 += i64::from(presence.flagged);
+        count[0] += 1;
+        count[1] += i64::from(presence.flagged);
+        count[2] += i64::from(presence.leased);
         if !complete {
             before_change(trees, &key, Presence::default(), presence)?;
         }
     }
-    for (env, (subscribers, online)) in counts {
-        feeds.set_counts(env, subscribers, online)?;
+    for (env, counts) in counts {
+        feeds.set_counts(env, counts)?;
     }
     if !complete {
         trees

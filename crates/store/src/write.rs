@@ -104,6 +104,14 @@ impl Writes {
     pub(crate) fn purge(&self, engine: &Engine, limit: usize) -> Result<usize> {
         let observed = self.next_expiry.load(Ordering::Relaxed);
         let (removed, next) = purge_expired(&engine.trees, self.now(), limit)?;
+        if removed > 0 {
+            let removed = removed as u64;
+            engine.records.fetch_sub(
+                i64::try_from(removed).unwrap_or(i64::MAX),
+                Ordering::Relaxed,
+            );
+            engine.observer.idempotency_purged(removed);
+        }
         // Only raise the mark from what was read before the scan: a write
         // that lowered it meanwhile keeps its lower mark. The mark is a time
         // by the clock, not an age, so a clock that steps back lowers it
@@ -241,7 +249,7 @@ pub(crate) fn write(
         }
         let ticket = engine.barrier.ticket();
         if let Some(feed) = feed {
-            feed.commit(trees, &engine.barrier, ticket);
+            feed.commit(trees, &engine.barrier, ticket, engine.observer.as_ref());
         }
         drop(doc_lock);
         if let Some(seq) = ended {
@@ -292,7 +300,14 @@ pub(crate) fn write(
     fail::fail_point!("execute_once::before_commit");
     trees.journal.insert(seq.key(), entry)?;
     fail::fail_point!("execute_once::after_journal");
-    trees.idempotency.insert(&once.record_key, record_bytes)?;
+    if trees
+        .idempotency
+        .insert(&once.record_key, record_bytes)?
+        .is_none()
+    {
+        engine.records.fetch_add(1, Ordering::Relaxed);
+        engine.observer.idempotency_recorded();
+    }
     trees
         .idempotency_expiry
         .insert(layout::expiry_key(expires_at, &once.record_key), &[][..])?;
@@ -313,7 +328,7 @@ pub(crate) fn write(
     // waits for this ticket too.
     let ticket = engine.barrier.ticket();
     if let Some(feed) = feed {
-        feed.commit(trees, &engine.barrier, ticket);
+        feed.commit(trees, &engine.barrier, ticket, engine.observer.as_ref());
     }
     store
         .next_expiry

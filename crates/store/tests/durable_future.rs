@@ -40,13 +40,7 @@ fn block_on<F: Future + Unpin>(mut future: F, waker: &Waker) -> F::Output {
 #[test]
 fn awaited_writes_resolve_after_a_round_that_covers_them_and_share_rounds() {
     let dir = tempfile::tempdir().expect("dir");
-    // With the presence feed on, a write that appends an event asks for a
-    // round at once (its event must become readable even if nobody waits):
-    // this test is about the writes alone.
-    let config = Config::new(dir.path())
-        .durability(Durability::Durable)
-        .presence_feed(false);
-    let store = Store::open(config).expect("open");
+    let store = Store::open(Config::new(dir.path()).durability(Durability::Durable)).expect("open");
     let org = store.create_organization("Acme").expect("org");
     let tenant = store
         .create_environment(org.id, "Dev")

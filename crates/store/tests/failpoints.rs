@@ -11,12 +11,7 @@ use subscriber_store::{
 };
 
 fn durable_store(dir: &std::path::Path) -> (Store, Tenant) {
-    // The feed off: with it, a presence change asks for a flush round at
-    // once, and these tests count the rounds that waiters cause.
-    let config = Config::new(dir)
-        .durability(Durability::Durable)
-        .presence_feed(false);
-    let store = Store::open(config).expect("open");
+    let store = Store::open(Config::new(dir).durability(Durability::Durable)).expect("open");
     let org = store.create_organization("Acme").expect("org");
     let tenant = store
         .create_environment(org.id, "Development")

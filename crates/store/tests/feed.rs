@@ -247,8 +247,8 @@ fn waiting_for_the_next_event_blocks_until_one_is_readable() {
         std::thread::spawn(move || store.wait_for_event(&tenant, last, Duration::from_secs(10)))
     };
     std::thread::sleep(Duration::from_millis(50));
-    // Committed but never waited for by its writer: the feed asks for the
-    // flush round itself, so the event still becomes readable.
+    // Committed, and its writer drops the wait without waiting: the dropped
+    // wait asks for the round, so the event still becomes readable.
     let pending = store
         .commit(
             &tenant,
@@ -259,13 +259,13 @@ fn waiting_for_the_next_event_blocks_until_one_is_readable() {
             None,
         )
         .expect("commit");
+    drop(pending);
     assert!(
         waiter.join().expect("waiter").expect("wait"),
         "woken by the event"
     );
     let page = store.events(&tenant, Some(last), 10).expect("events");
     assert_eq!(page.events.len(), 1);
-    drop(pending);
 }
 
 #[test]

@@ -22,8 +22,13 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// A server as `subscriberd serve` runs it by default: metrics on.
     pub fn start() -> TestServer {
-        TestServer::with_config(ServerConfig::default())
+        let metrics = subscriber_http::Metrics::new().expect("metrics");
+        TestServer::with_config(ServerConfig {
+            metrics: Some(std::sync::Arc::new(metrics)),
+            ..ServerConfig::default()
+        })
     }
 
     pub fn with_config(config: ServerConfig) -> TestServer {

@@ -192,6 +192,9 @@ impl Store {
                 break;
             }
         }
+        if purged > 0 {
+            engine.observer.events_purged(purged as u64);
+        }
         self.noted(&engine, result)?;
         Ok(purged)
     }

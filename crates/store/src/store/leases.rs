@@ -101,10 +101,21 @@ impl Store {
             Ok(Expired {
                 next: Some(next), ..
             }) => {
+                if next > self.now() {
+                    // Nothing overdue is left: starting is over.
+                    self.core
+                        .started
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
                 let wait = next.as_millis().saturating_sub(self.now().as_millis());
                 Duration::from_millis(wait).min(MAX_NAP)
             }
-            Ok(Expired { next: None, .. }) => MAX_NAP,
+            Ok(Expired { next: None, .. }) => {
+                self.core
+                    .started
+                    .store(true, std::sync::atomic::Ordering::Release);
+                MAX_NAP
+            }
             // A storage failure: the store reopens on a later call; the
             // health check reports it meanwhile.
             Err(_) => RETRY,

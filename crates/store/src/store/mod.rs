@@ -46,6 +46,8 @@ struct StoreCore {
     /// The write path's clock, locks and purge mark: they outlive a reopen.
     writes: Writes,
     bootstrap: Mutex<()>,
+    /// Set once the leases that were overdue at open are expired.
+    started: std::sync::atomic::AtomicBool,
     /// Declared last: dropped (stopped and joined) after everything else
     /// of the core is no longer in use.
     expiry: leases::ExpiryThread,
@@ -174,6 +176,7 @@ impl Store {
                 config.presence_ttl_secs,
             ),
             bootstrap: Mutex::new(()),
+            started: std::sync::atomic::AtomicBool::new(!config.background_expiry),
             config,
             expiry: leases::ExpiryThread::new(),
         });
@@ -428,6 +431,44 @@ impl Store {
             Slot::Open(engine) => engine.barrier.rounds(),
             Slot::Closed(_) => 0,
         }
+    }
+
+    /// Whether the store has finished starting: the database was recovered
+    /// when [`Store::open`] returned; this turns true once the expiry thread
+    /// has written every lease that was overdue at open (at once without
+    /// the thread). A readiness check waits for it.
+    pub fn started(&self) -> bool {
+        self.core.started.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Levels for an operator's metrics, read now without touching the
+    /// disk: idempotency records kept, leases, online and all subscribers
+    /// (the last three kept with the presence counts: `None` with the
+    /// feed off), flush rounds. All zero while the database is closed after
+    /// a storage failure.
+    pub fn gauges(&self) -> crate::observer::Gauges {
+        let Slot::Open(engine) = &*self.core.slot.read() else {
+            return crate::observer::Gauges::default();
+        };
+        let records = engine.records.load(std::sync::atomic::Ordering::Relaxed);
+        let mut gauges = crate::observer::Gauges {
+            idempotency_records: u64::try_from(records).unwrap_or(0),
+            flush_rounds: engine.barrier.rounds(),
+            ..Default::default()
+        };
+        if let Some(feeds) = &engine.feeds {
+            let (mut leases, mut online, mut subscribers) = (0, 0, 0);
+            for feed in feeds.all() {
+                let (subs, flagged) = feed.counts();
+                subscribers += subs;
+                online += flagged;
+                leases += feed.leased();
+            }
+            gauges.leases = Some(leases);
+            gauges.online = Some(online);
+            gauges.subscribers = Some(subscribers);
+        }
+        gauges
     }
 
     /// The open database, reopened first if a storage failure closed it
