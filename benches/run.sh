@@ -2,7 +2,7 @@
 # Runs every benchmark and writes BENCHMARKS.md (and benches/durable.png).
 # Peers run in the same script on the same machine; read the ratios, not the
 # absolute figures: these machines are noisy and have 2 cores.
-#   benches/run.sh            full run (about 17 minutes after the build)
+#   benches/run.sh            full run (about 19 minutes after the build)
 #   QUICK=1 benches/run.sh    shorter runs, for trying the script
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -250,6 +250,71 @@ fanout=$("$bin/sse_fanout" --url "http://$(addr_of "$work/fanout.log")" --key "$
     --readers "$fan_readers" --seconds "$fan_secs" --rate "$fan_rate" --subscribers "$fan_subscribers")
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
+# Operating (issue 15). What the metrics cost a write: keyed durable PATCH
+# over HTTP against two durable servers with the same data, --metrics on and
+# off (both up, alternating, order swapped every rep, medians); then, from
+# the metrics-on server after that load, the levels an operator's alerts are
+# measured against (histogram quantiles as bucket upper bounds).
+if [ -n "${QUICK:-}" ]; then metrics_reps=1; else metrics_reps=5; fi
+metrics_wrk=3
+declare -A metrics_addr metrics_pid metrics_runs
+for m in on off; do
+    "$bin/populate" "$work/data-metrics-$m" "$n" "$key"
+    start "$work/metrics-$m.log" "$bin/subscriberd" serve --listen 127.0.0.1:0 \
+        --data "$work/data-metrics-$m" --durability durable --metrics "$m"
+    metrics_addr[$m]=$(addr_of "$work/metrics-$m.log")
+    metrics_pid[$m]=${pids[-1]}
+done
+for rep in $(seq 1 "$metrics_reps"); do
+    if [ $((rep % 2)) -eq 1 ]; then order="on off"; else order="off on"; fi
+    for m in $order; do
+        metrics_runs[$m]+="$(load "${metrics_addr[$m]}" keyed "$metrics_wrk")"$'\n'
+    done
+done
+curl -s "http://${metrics_addr[on]}/metrics" > "$work/metrics.txt"
+for m in on off; do kill "${metrics_pid[$m]}"; wait "${metrics_pid[$m]}" 2>/dev/null || true; done
+# The q-quantile of a histogram in the scrape (the upper bound of the bucket
+# it falls in), optionally only the series carrying label text $3.
+hist_quantile() {
+    awk -v name="$1_bucket" -v q="$2" -v want="${3:-}" '
+        index($0, name) == 1 && (want == "" || index($0, want) > 0) {
+            match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+            n++; les[n] = le; counts[n] = $NF
+        }
+        END {
+            total = counts[n]; if (total == 0) { print "n/a"; exit }
+            for (i = 1; i <= n; i++) if (counts[i] >= q * total) { print les[i]; exit }
+        }' "$work/metrics.txt"
+}
+metrics_table() {
+    local on_rps on_p50 on_p99 on_bad off_rps off_p50 off_p99 off_bad ratio
+    read -r on_rps on_p50 on_p99 on_bad <<<"$(runs_median "${metrics_runs[on]}")"
+    read -r off_rps off_p50 off_p99 off_bad <<<"$(runs_median "${metrics_runs[off]}")"
+    ratio=$(awk "BEGIN { printf \"%.3f\", $on_rps / $off_rps }")
+    echo "| PATCH online-status, fresh idempotency key, durable | requests/s | p50 (ms) | p99 (ms) | non-2xx | ÷ metrics off |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| --metrics off | $off_rps | $off_p50 | $off_p99 | $off_bad | 1.000x |"
+    echo "| --metrics on | $on_rps | $on_p50 | $on_p99 | $on_bad | ${ratio}x |"
+    echo
+    if awk "BEGIN { exit !($on_rps >= 0.97 * $off_rps) }"; then
+        echo "Target metrics cost <= 3% of keyed durable PATCH over HTTP (on >= 0.97x off): ${ratio}x, met."
+    else
+        echo "Target metrics cost <= 3% of keyed durable PATCH over HTTP (on >= 0.97x off): ${ratio}x, **missed**."
+    fi
+    echo
+    echo "Levels after that load, from the metrics-on server's \`/metrics\` (bucket upper bounds):"
+    echo
+    echo "| level | value |"
+    echo "|---|---:|"
+    echo "| PATCH online-status latency p99 (s) | $(hist_quantile subscriberd_http_request_duration_seconds 0.99 'online-status') |"
+    echo "| flush round duration p50 (s) | $(hist_quantile subscriberd_flush_duration_seconds 0.5) |"
+    echo "| flush round duration p99 (s) | $(hist_quantile subscriberd_flush_duration_seconds 0.99) |"
+    echo "| writes per flush round p50 | $(hist_quantile subscriberd_flush_writes 0.5) |"
+    echo "| storage errors | $(awk '/^subscriberd_storage_errors_total /{print $2}' "$work/metrics.txt") |"
+    echo "| connections refused | $(awk '/^subscriberd_connections_refused_total /{print $2}' "$work/metrics.txt") |"
+}
+metrics_http=$(metrics_table)
+
 gnuplot <<PLOT
 set terminal pngcairo size 800,500 noenhanced
 set output 'benches/durable.png'
@@ -471,6 +536,18 @@ the client's own scheduling and is an upper bound on the server's; it has
 no target, while a lost or duplicated event would be a bug.
 
 $fanout
+
+## Operating: what the metrics cost
+
+Target (issue 15): Prometheus metrics cost at most 3% of keyed durable
+PATCH throughput over HTTP. \`MODE=keyed\` of benches/wrk.lua (\`wrk -t2 -c64
+-d${metrics_wrk}s --latency\`) against two durable subscriberd with $n
+subscribers each, \`--metrics on\` (the default: every request counted and
+timed, the store observed) and \`--metrics off\`, both running, alternating
+(the order swapped every run), runs: $metrics_reps each; medians. The
+levels below are what README's alert thresholds are set against.
+
+$metrics_http
 
 ## subscriberd bench against wrk
 
