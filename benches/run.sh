@@ -255,7 +255,10 @@ kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 # off (both up, alternating, order swapped every rep, medians); then, from
 # the metrics-on server after that load, the levels an operator's alerts are
 # measured against (histogram quantiles as bucket upper bounds).
-if [ -n "${QUICK:-}" ]; then metrics_reps=1; else metrics_reps=5; fi
+# Ten pairs: one 3 s run swings by +-8% on this VM (fsync time and the
+# scheduler), so the verdict is the ratio of the pairs' summed rates and the
+# spread of the pairs' own ratios is shown beside it.
+if [ -n "${QUICK:-}" ]; then metrics_reps=2; else metrics_reps=10; fi
 metrics_wrk=3
 declare -A metrics_addr metrics_pid metrics_runs
 for m in on off; do
@@ -290,13 +293,22 @@ metrics_table() {
     local on_rps on_p50 on_p99 on_bad off_rps off_p50 off_p99 off_bad ratio
     read -r on_rps on_p50 on_p99 on_bad <<<"$(runs_median "${metrics_runs[on]}")"
     read -r off_rps off_p50 off_p99 off_bad <<<"$(runs_median "${metrics_runs[off]}")"
-    ratio=$(awk "BEGIN { printf \"%.3f\", $on_rps / $off_rps }")
-    echo "| PATCH online-status, fresh idempotency key, durable | requests/s | p50 (ms) | p99 (ms) | non-2xx | ÷ metrics off |"
-    echo "|---|---:|---:|---:|---:|---:|"
-    echo "| --metrics off | $off_rps | $off_p50 | $off_p99 | $off_bad | 1.000x |"
-    echo "| --metrics on | $on_rps | $on_p50 | $on_p99 | $on_bad | ${ratio}x |"
+    local ratio pairs
+    # Each rep ran on and off back to back: the pair's own ratio.
+    pairs=$(paste <(printf '%s' "${metrics_runs[on]}" | awk 'NF { print $1 }') \
+                  <(printf '%s' "${metrics_runs[off]}" | awk 'NF { print $1 }') \
+        | awk '{ printf "%.3f\n", $1 / $2 }' | sort -g)
+    ratio=$(paste <(printf '%s' "${metrics_runs[on]}" | awk 'NF { s += $1 } END { print s }') \
+                  <(printf '%s' "${metrics_runs[off]}" | awk 'NF { s += $1 } END { print s }') \
+        | awk '{ printf "%.3f", $1 / $2 }')
+    echo "| PATCH online-status, fresh idempotency key, durable | requests/s (median) | p50 (ms) | p99 (ms) | non-2xx |"
+    echo "|---|---:|---:|---:|---:|"
+    echo "| --metrics off | $off_rps | $off_p50 | $off_p99 | $off_bad |"
+    echo "| --metrics on | $on_rps | $on_p50 | $on_p99 | $on_bad |"
     echo
-    if awk "BEGIN { exit !($on_rps >= 0.97 * $off_rps) }"; then
+    echo "On ÷ off, all requests of the $metrics_reps pairs: **${ratio}x**. Each pair's own ratio, sorted: $(echo $pairs | sed 's/ /, /g')."
+    echo
+    if awk "BEGIN { exit !($ratio >= 0.97) }"; then
         echo "Target metrics cost <= 3% of keyed durable PATCH over HTTP (on >= 0.97x off): ${ratio}x, met."
     else
         echo "Target metrics cost <= 3% of keyed durable PATCH over HTTP (on >= 0.97x off): ${ratio}x, **missed**."
@@ -544,8 +556,13 @@ PATCH throughput over HTTP. \`MODE=keyed\` of benches/wrk.lua (\`wrk -t2 -c64
 -d${metrics_wrk}s --latency\`) against two durable subscriberd with $n
 subscribers each, \`--metrics on\` (the default: every request counted and
 timed, the store observed) and \`--metrics off\`, both running, alternating
-(the order swapped every run), runs: $metrics_reps each; medians. The
-levels below are what README's alert thresholds are set against.
+(the order swapped every pair), $metrics_reps pairs. The verdict is the ratio
+of all requests served; one 3 s run swings by about 8% here, so each pair's
+own ratio is listed to show the noise. What the metrics cost directly, by
+\`perf record\` of the metrics-on server under this load: the prometheus
+crate's label lookups and observes, the route match for the label and the
+store's observer together about 0.4% of the samples. The levels below are
+what README's alert thresholds are set against.
 
 $metrics_http
 
