@@ -12,15 +12,15 @@ use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HeaderMap, IF_MATCH};
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 use subscriber_store::{
-    DEFAULT_PAGE, Field, IdempotencyKey, InputProblem, MAX_PAGE, MAX_WITHIN_SECONDS, OnlineQuery,
-    Precondition, Store, Tenant, Version, check_page_limit, check_subscriber_id,
+    Backend, DEFAULT_PAGE, Field, IdempotencyKey, InputProblem, MAX_PAGE, MAX_WITHIN_SECONDS,
+    OnlineQuery, Precondition, Tenant, Version, check_page_limit, check_subscriber_id,
     check_within_seconds,
 };
 
 use crate::error::{ApiError, bad_path_subscriber_id, field_error, from_store, rule_message};
 
 /// The tenant of the request's `Authorization: ApiKey <key>`.
-pub(crate) fn tenant(headers: &HeaderMap, store: &Store) -> Result<Tenant, ApiError> {
+pub(crate) async fn tenant(headers: &HeaderMap, store: &dyn Backend) -> Result<Tenant, ApiError> {
     let value = headers
         .get(AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("Missing authorization header"))?;
@@ -38,7 +38,10 @@ pub(crate) fn tenant(headers: &HeaderMap, store: &Store) -> Result<Tenant, ApiEr
             "Invalid authentication scheme: \"{shown}\""
         )));
     }
-    store.resolve_key(key).map_err(|e| from_store(&e, None))
+    store
+        .resolve_key(key)
+        .await
+        .map_err(|e| from_store(&e, None))
 }
 
 /// The percent-decoded `{subscriberId}`, checked by the store's id rule.

@@ -11,7 +11,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use subscriber_store::{Command, Idempotency, Store, Subscriber, Tenant, Timestamp};
+use subscriber_store::{Backend, Command, Idempotency, Subscriber, Tenant, Timestamp};
 use tokio::sync::watch;
 
 use crate::ServerConfig;
@@ -24,7 +24,7 @@ use crate::wire::{self, Envelope, EventPageDto, OnlinePageDto, StatsDto, Subscri
 /// What every handler shares.
 #[derive(Debug)]
 pub(crate) struct Context {
-    pub store: Store,
+    pub store: Arc<dyn Backend>,
     pub config: ServerConfig,
     pub openapi: Bytes,
     /// Turns true when the server shuts down: event streams end then.
@@ -117,7 +117,7 @@ async fn dispatch(
         Endpoint::OpenApi => return Ok(json_reply(StatusCode::OK, state.openapi.clone())),
         _ => {}
     }
-    let tenant = extract::tenant(request.headers(), &state.store)?;
+    let tenant = extract::tenant(request.headers(), state.store.as_ref()).await?;
     let subscriber_id = matched
         .raw_subscriber_id
         .map(extract::subscriber_id)
@@ -127,28 +127,31 @@ async fn dispatch(
             let doc = state
                 .store
                 .get(&tenant, &id)
+                .await
                 .map_err(|e| from_store(&e, None))?;
             document_reply(StatusCode::OK, &doc)
         }
         (Endpoint::Delete, Some(id)) => {
             let expected = extract::if_match(request.headers())?;
             let command = Command::Delete { subscriber_id: id };
-            match state.store.commit(&tenant, command, expected) {
-                Ok(durable) => durable.await,
-                Err(e) => Err(e),
-            }
-            .map_err(|e| from_store(&e, None))?;
+            state
+                .store
+                .submit(&tenant, command, expected, None)
+                .await
+                .and_then(|executed| executed.outcome)
+                .map_err(|e| from_store(&e, None))?;
             Ok(json_reply(
                 StatusCode::OK,
                 Bytes::from_static(br#"{"data":{"acknowledged":true,"status":"deleted"}}"#),
             ))
         }
-        (Endpoint::PresenceEvents, None) => events(state, &request, tenant),
+        (Endpoint::PresenceEvents, None) => events(state, &request, tenant).await,
         (Endpoint::PresenceOnline, None) => {
             let query = extract::online_query(request.uri().query())?;
             let page = state
                 .store
                 .online(&tenant, &query)
+                .await
                 .map_err(|e| from_store(&e, None))?;
             let data = page
                 .subscribers
@@ -161,6 +164,7 @@ async fn dispatch(
             let stats = state
                 .store
                 .presence_stats(&tenant)
+                .await
                 .map_err(|e| from_store(&e, None))?;
             data_reply(StatsDto::new(stats))
         }
@@ -172,7 +176,11 @@ async fn dispatch(
 /// feed live: from `Last-Event-ID`, else `after`, else the newest event.
 /// The stream's first page is read before the answer, so a cursor older
 /// than the retention is a 410 rather than a stream.
-fn events(state: &Context, request: &Request<Incoming>, tenant: Tenant) -> Result<Reply, ApiError> {
+async fn events(
+    state: &Context,
+    request: &Request<Incoming>,
+    tenant: Tenant,
+) -> Result<Reply, ApiError> {
     let query = extract::events_query(request.uri().query())?;
     // Checked on every request of the route, though only a stream reads it.
     let last_seen = extract::last_event_id(request.headers())?;
@@ -180,6 +188,7 @@ fn events(state: &Context, request: &Request<Incoming>, tenant: Tenant) -> Resul
     if !extract::wants_event_stream(request.headers()) {
         let page = store
             .events(&tenant, query.after, query.limit)
+            .await
             .map_err(|e| from_store(&e, None))?;
         return data_reply(EventPageDto::new(&page));
     }
@@ -187,13 +196,15 @@ fn events(state: &Context, request: &Request<Incoming>, tenant: Tenant) -> Resul
         Some(seq) => seq,
         None => store
             .last_event(&tenant)
+            .await
             .map_err(|e| from_store(&e, None))?,
     };
     let first = store
         .events(&tenant, Some(start), query.limit)
+        .await
         .map_err(|e| from_store(&e, None))?;
     let feed = Feed {
-        store: store.clone(),
+        store: Arc::clone(store),
         tenant,
         first,
         limit: query.limit,
@@ -212,8 +223,8 @@ fn events(state: &Context, request: &Request<Incoming>, tenant: Tenant) -> Resul
 /// 200 while the store can write; 503 while a storage failure keeps it from
 /// writing (the check itself may reopen the database, so it runs where
 /// blocking is allowed).
-async fn health(store: &Store) -> Result<Reply, ApiError> {
-    let probe = store.clone();
+async fn health(store: &Arc<dyn Backend>) -> Result<Reply, ApiError> {
+    let probe = Arc::clone(store);
     match tokio::task::spawn_blocking(move || probe.check_writable())
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -243,7 +254,7 @@ async fn ready(state: &Context) -> Result<Reply, ApiError> {
     if !state.store.started() {
         return unready("Starting: expiring the leases that ran out while the server was down");
     }
-    let probe = state.store.clone();
+    let probe = Arc::clone(&state.store);
     match tokio::task::spawn_blocking(move || probe.check_writable())
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -263,7 +274,7 @@ async fn ready(state: &Context) -> Result<Reply, ApiError> {
 fn metrics(state: &Context) -> Result<Reply, ApiError> {
     match (&state.config.metrics, state.config.metrics_route) {
         (Some(metrics), true) => {
-            let mut reply = json_reply(StatusCode::OK, metrics.render(&state.store));
+            let mut reply = json_reply(StatusCode::OK, metrics.render(state.store.as_ref()));
             reply.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
@@ -369,11 +380,10 @@ async fn submit_write(
     let shown_key = key.map(|(shown, _)| shown);
     // The write commits in memory here, on this task (microseconds, no
     // disk), and the task then awaits its flush without holding a thread.
-    let executed = match store.submit(&tenant, command, expected, idempotency.as_ref()) {
-        Ok(durable) => durable.await,
-        Err(e) => Err(e),
-    }
-    .map_err(|e| from_store(&e, shown_key.as_deref()))?;
+    let executed = store
+        .submit(&tenant, command, expected, idempotency.as_ref())
+        .await
+        .map_err(|e| from_store(&e, shown_key.as_deref()))?;
 
     let mut reply = match &executed.outcome {
         Ok(doc) => document_reply(status, doc)?,

@@ -10,7 +10,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
-use subscriber_store::{Observer, Store};
+use subscriber_store::{Backend, Observer};
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -201,7 +201,7 @@ impl Metrics {
     }
 
     /// The text exposition of every metric, the store's gauges read now.
-    pub fn render(&self, store: &Store) -> Bytes {
+    pub fn render(&self, store: &dyn Backend) -> Bytes {
         let gauges = store.gauges();
         let level = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.idempotency_records

@@ -10,7 +10,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use subscriber_store::Store;
+use subscriber_store::Backend;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -116,13 +116,14 @@ pub async fn answer_starting<T>(listener: &TcpListener, until: impl Future<Outpu
 /// Only if the listener itself fails.
 pub async fn serve_metrics(
     listener: TcpListener,
-    store: Store,
+    store: impl Into<Arc<dyn Backend>>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
+    let store: Arc<dyn Backend> = store.into();
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -136,13 +137,13 @@ pub async fn serve_metrics(
             },
             () = &mut shutdown => return Ok(()),
         };
-        let (store, metrics) = (store.clone(), Arc::clone(&metrics));
+        let (store, metrics) = (Arc::clone(&store), Arc::clone(&metrics));
         let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let found =
                 request.method() == hyper::Method::GET && request.uri().path() == "/metrics";
             let mut reply = if found {
                 let mut reply =
-                    hyper::Response::new(http_body_util::Full::new(metrics.render(&store)));
+                    hyper::Response::new(http_body_util::Full::new(metrics.render(store.as_ref())));
                 reply.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,
                     hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
@@ -174,7 +175,7 @@ pub async fn serve_metrics(
 /// Only if the listener itself fails; per-connection errors are logged.
 pub async fn serve(
     listener: TcpListener,
-    store: Store,
+    store: impl Into<Arc<dyn Backend>>,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -183,7 +184,7 @@ pub async fn serve(
     // it turns true, so the drain below is not held up by them.
     let (stopping, stop) = watch::channel(false);
     let state = Arc::new(Context {
-        store,
+        store: store.into(),
         openapi: crate::openapi::document_bytes(),
         config,
         stop,

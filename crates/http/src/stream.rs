@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame};
-use subscriber_store::{EventPage, PresenceEvent, Store, Tenant};
+use subscriber_store::{Backend, EventPage, PresenceEvent, Tenant};
 use tokio::sync::{mpsc, watch};
 
 use crate::wire::EventDto;
@@ -44,7 +44,7 @@ impl Body for EventStream {
 /// What a stream reads and how.
 #[derive(Debug)]
 pub(crate) struct Feed {
-    pub store: Store,
+    pub store: std::sync::Arc<dyn Backend>,
     pub tenant: Tenant,
     /// The events after the start cursor, already read: a cursor the store
     /// refuses was answered before the response began.
@@ -122,7 +122,7 @@ async fn run(feed: Feed, sender: &mpsc::Sender<Bytes>) {
                 return;
             }
         }
-        page = match store.events(&tenant, Some(cursor), limit) {
+        page = match store.events(&tenant, Some(cursor), limit).await {
             Ok(page) => page,
             Err(e) => return ended(&e),
         };

@@ -45,6 +45,7 @@
 //!   blocking wait of a committed write.
 #![deny(missing_docs)]
 
+mod backend;
 mod clock;
 mod command;
 mod config;
@@ -62,11 +63,13 @@ mod observer;
 mod precondition;
 mod presence;
 mod presence_index;
+pub mod rules;
 mod store;
 mod subscriber;
 mod tenancy;
 mod write;
 
+pub use backend::{Backend, BoxFuture};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use command::Command;
 pub use config::{Config, Durability};
