@@ -3,6 +3,8 @@
 //! server-sent event streams that decodes the chunked body itself. Tests only.
 #![allow(clippy::unwrap_used)]
 
+pub mod pg;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
