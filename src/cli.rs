@@ -21,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API.
     Serve(ServeArgs),
+    /// Bring a PostgreSQL database's schema up to this version (`serve
+    /// --backend postgres` also does at start unless `--migrate off`).
+    Migrate(MigrateArgs),
     /// Create, list or revoke API keys (works while a server runs on the directory).
     Keys {
         #[command(subcommand)]
@@ -60,11 +63,51 @@ pub enum Switch {
     Off,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// The embedded sled store in --data (one machine).
+    Sled,
+    /// PostgreSQL at --database-url (any number of servers on one database).
+    Postgres,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// postgres://user:password@host[:port][,host2[:port]]/database[?target_session_attrs=read-write]
+    #[arg(long, env = "SUBSCRIBERD_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SUBSCRIBERD_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
+
+    /// Where subscribers are kept.
+    #[arg(long, env = "SUBSCRIBERD_BACKEND", value_enum, default_value = "sled")]
+    pub backend: BackendArg,
+
+    /// The PostgreSQL database of --backend postgres:
+    /// postgres://user:password@host[:port][,host2[:port]]/database; with
+    /// several hosts add ?target_session_attrs=read-write so the primary
+    /// (after a failover, the promoted standby) is the one used.
+    #[arg(long, env = "SUBSCRIBERD_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Database connections this server keeps (--backend postgres).
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_POOL_SIZE",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u64).range(1..=1000)
+    )]
+    pub pool_size: u64,
+
+    /// Apply missing schema migrations at start (--backend postgres); off,
+    /// a database at an older schema is refused (run `subscriberd migrate`).
+    #[arg(long, env = "SUBSCRIBERD_MIGRATE", value_enum, default_value = "on")]
+    pub migrate: Switch,
 
     /// Data directory (a sled database, created if missing).
     #[arg(long, env = "SUBSCRIBERD_DATA", default_value = "./subscriberd-data")]

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Migrate(args) => serve::migrate(&args),
         cli::Command::Keys { command } => keys::run(command),
         cli::Command::Bench(args) => bench::run(args),
     };

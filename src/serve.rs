@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use subscriber_http::{Metrics, ServerConfig};
-use subscriber_store::{Config, Durability, Observer, Store};
+use subscriber_postgres::{Options as PgOptions, PgBackend};
+use subscriber_store::{Backend, Config, Durability, Observer, Store};
 
-use crate::cli::{DurabilityArg, ServeArgs, Switch};
+use crate::cli::{BackendArg, DurabilityArg, MigrateArgs, ServeArgs, Switch};
 use crate::{admin, limits};
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
@@ -65,7 +66,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         metrics_route: args.metrics_listen.is_none(),
         ..ServerConfig::default()
     };
-    let store = runtime.block_on(async {
+    let backend = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -83,18 +84,29 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             ),
             None => None,
         };
-        // Opening recovers the journal and the feed and counts the
-        // subscribers: the port answers 503 meanwhile (GET /ready too).
-        tracing::info!(data = %args.data.display(), "starting on http://{addr}: opening the store");
-        let opening = tokio::task::spawn_blocking(move || Store::open(store_config));
-        let store = subscriber_http::answer_starting(&listener, opening)
-            .await
-            .map_err(|e| format!("cannot open the store: {e}"))?
-            .map_err(|e| format!("cannot open data directory {}: {e}", args.data.display()))?;
-        provision(&store, &args)?;
-        let admin_path = admin::socket_path(&args.data);
-        let admin_listener = admin::bind(&args.data)
-            .map_err(|e| format!("cannot create {}: {e}", admin_path.display()))?;
+        let (backend, admin) = match args.backend {
+            BackendArg::Sled => {
+                // Opening recovers the journal and the feed and counts the
+                // subscribers: the port answers 503 meanwhile (GET /ready too).
+                tracing::info!(data = %args.data.display(), "starting on http://{addr}: opening the store");
+                let opening = tokio::task::spawn_blocking(move || Store::open(store_config));
+                let store = subscriber_http::answer_starting(&listener, opening)
+                    .await
+                    .map_err(|e| format!("cannot open the store: {e}"))?
+                    .map_err(|e| format!("cannot open data directory {}: {e}", args.data.display()))?;
+                provision(&store, &args)?;
+                let admin_path = admin::socket_path(&args.data);
+                let admin_listener = admin::bind(&args.data)
+                    .map_err(|e| format!("cannot create {}: {e}", admin_path.display()))?;
+                let admin_task = tokio::spawn(admin::serve(admin_listener, store.clone()));
+                (Arc::new(store) as Arc<dyn Backend>, Some((admin_task, admin_path)))
+            }
+            BackendArg::Postgres => {
+                let backend = start_postgres(&args, &listener, addr, metrics.as_ref()).await?;
+                provision_postgres(&backend, &args).await?;
+                (Arc::new(backend) as Arc<dyn Backend>, None)
+            }
+        };
         // Everything the server keeps open is open now: what is left under
         // the limit, less a reserve, is what connections may use.
         let config = ServerConfig {
@@ -105,7 +117,6 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             ),
             ..config
         };
-        let admin_task = tokio::spawn(admin::serve(admin_listener, store.clone()));
         let metrics_task = match (metrics_listener, &metrics) {
             (Some(listener), Some(metrics)) => {
                 let at = listener
@@ -114,7 +125,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 tracing::info!("metrics on http://{at}/metrics");
                 Some(tokio::spawn(subscriber_http::serve_metrics(
                     listener,
-                    store.clone(),
+                    Arc::clone(&backend),
                     Arc::clone(metrics),
                     std::future::pending(),
                 )))
@@ -122,6 +133,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             _ => None,
         };
         tracing::info!(
+            backend = ?args.backend,
             data = %args.data.display(),
             durability = ?args.durability,
             max_connections = config.max_connections,
@@ -131,19 +143,110 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             metrics = ?args.metrics,
             "listening on http://{addr}"
         );
-        let served = subscriber_http::serve(listener, store.clone(), config, shutdown).await;
-        admin_task.abort();
+        let served = subscriber_http::serve(listener, Arc::clone(&backend), config, shutdown).await;
+        if let Some((task, path)) = admin {
+            task.abort();
+            let _ = std::fs::remove_file(&path);
+        }
         if let Some(task) = metrics_task {
             task.abort();
         }
-        let _ = std::fs::remove_file(&admin_path);
         served.map_err(|e| format!("server failed: {e}"))?;
-        Ok::<_, String>(store)
+        Ok::<_, String>(backend)
     })?;
-    store
-        .flush()
+    backend
+        .close()
         .map_err(|e| format!("final flush failed: {e}"))?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `subscriberd migrate`: the schema brought up to this build's version.
+pub fn migrate(args: &MigrateArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let applied = runtime
+        .block_on(subscriber_postgres::migrate(&args.database_url))
+        .map_err(|e| e.to_string())?;
+    match applied.as_slice() {
+        [] => println!(
+            "The schema is up to date (version {}).",
+            subscriber_postgres::schema::VERSION
+        ),
+        versions => println!(
+            "Applied migrations {versions:?}; the schema is at version {}.",
+            subscriber_postgres::schema::VERSION
+        ),
+    }
+    Ok(())
+}
+
+/// Connects to PostgreSQL (the port answers 503 meanwhile) with the
+/// serve flags that apply to it.
+async fn start_postgres(
+    args: &ServeArgs,
+    listener: &tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+    metrics: Option<&Arc<Metrics>>,
+) -> Result<PgBackend, String> {
+    let Some(url) = args.database_url.clone() else {
+        return Err(
+            "--backend postgres needs --database-url (or SUBSCRIBERD_DATABASE_URL)".to_owned(),
+        );
+    };
+    if args.presence_feed == Switch::Off {
+        return Err("--presence-feed off is not available with --backend postgres".to_owned());
+    }
+    if args.durability == DurabilityArg::Relaxed {
+        return Err("--durability relaxed is not available with --backend postgres: durability is the database's commit (synchronous_commit)".to_owned());
+    }
+    let mut options = PgOptions::new(url);
+    options.pool_size = usize::try_from(args.pool_size).unwrap_or(16);
+    options.migrate = args.migrate == Switch::On;
+    options.idempotency_ttl = Duration::from_secs(args.idempotency_ttl_secs);
+    options.presence_ttl_secs = args.presence_ttl_secs;
+    options.event_retention = Duration::from_secs(args.event_retention_secs);
+    if let Some(metrics) = metrics {
+        options.observer = Arc::clone(metrics) as Arc<dyn Observer>;
+    }
+    tracing::info!(database = %subscriber_postgres::redact(&options.url), "starting on http://{addr}: connecting to PostgreSQL");
+    subscriber_http::answer_starting(listener, PgBackend::start(options))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The default environment and a key, in the database (as [`provision`]).
+async fn provision_postgres(backend: &PgBackend, args: &ServeArgs) -> Result<(), String> {
+    let (env, _) = backend
+        .ensure_environment(&args.environment)
+        .await
+        .map_err(|e| format!("cannot create environment {:?}: {e}", args.environment))?;
+    if let Some(secret) = &args.api_key {
+        backend
+            .add_key(&env, secret)
+            .await
+            .map_err(|e| format!("cannot provision the given API key: {e}"))?;
+        return Ok(());
+    }
+    if backend
+        .key_count()
+        .await
+        .map_err(|e| format!("cannot count keys: {e}"))?
+        > 0
+    {
+        return Ok(());
+    }
+    let key = backend
+        .issue_key(&env)
+        .await
+        .map_err(|e| format!("cannot issue an API key: {e}"))?;
+    println!(
+        "Created the {env} environment and an API key in the database. It is shown only now; the database keeps its SHA-256 digest.\n\n    {secret}\n",
+        env = env.name,
+        secret = key.secret,
+    );
     Ok(())
 }
 

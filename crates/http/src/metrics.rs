@@ -37,6 +37,8 @@ pub struct Metrics {
     events_purged: IntCounter,
     subscribers: IntGauge,
     online: IntGauge,
+    pool_in_use: IntGauge,
+    pool_waiting: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -160,6 +162,16 @@ impl Metrics {
                 "subscriberd_subscribers_online",
                 "Subscribers whose stored presence is online.",
             )?,
+            pool_in_use: gauge(
+                r,
+                "subscriberd_db_pool_in_use",
+                "Database connections in use (postgres backend; 0 on sled).",
+            )?,
+            pool_waiting: gauge(
+                r,
+                "subscriberd_db_pool_waiting",
+                "Requests waiting for a database connection (postgres backend; 0 on sled).",
+            )?,
             registry,
         };
         Ok(metrics)
@@ -214,6 +226,12 @@ impl Metrics {
         }
         if let Some(online) = gauges.online {
             self.online.set(level(online));
+        }
+        if let Some(in_use) = gauges.pool_in_use {
+            self.pool_in_use.set(level(in_use));
+        }
+        if let Some(waiting) = gauges.pool_waiting {
+            self.pool_waiting.set(level(waiting));
         }
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.

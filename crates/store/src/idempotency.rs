@@ -78,7 +78,8 @@ impl Idempotency {
         }
     }
 
-    pub(crate) fn annotation(&self) -> &[u8] {
+    /// What [`Idempotency::with_annotation`] was given.
+    pub fn annotation(&self) -> &[u8] {
         &self.annotation
     }
 

@@ -63,4 +63,8 @@ pub struct Gauges {
     pub subscribers: Option<u64>,
     /// Flush rounds completed by the open database.
     pub flush_rounds: u64,
+    /// Database connections in use (`None` without a connection pool).
+    pub pool_in_use: Option<u64>,
+    /// Requests waiting for a database connection (`None` without a pool).
+    pub pool_waiting: Option<u64>,
 }

@@ -256,3 +256,11 @@ pub fn check_limit(limit: u32) -> Result<usize> {
 pub fn check_online_query(query: &crate::event::OnlineQuery) -> Result<()> {
     crate::event::validate_query(query)
 }
+
+/// Checks a subscriber id (the path id's rule).
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the subscriber id.
+pub fn check_subscriber_id(id: &str) -> Result<()> {
+    crate::subscriber::validate_subscriber_id(id)
+}

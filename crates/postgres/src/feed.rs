@@ -1,0 +1,235 @@
+//! The presence feed on tables: pages read in one statement (the purge
+//! mark and the events in one snapshot), and notices for live readers.
+//! Events commit in `seq` order (write.rs), so whatever a reader's
+//! snapshot holds is a gap-free prefix of its environment's feed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use subscriber_store::{
+    Error, EventCause, EventPage, ObjectId, PresenceEvent, Result, Tenant, Timestamp, Version,
+    rules,
+};
+use tokio::sync::watch;
+
+use crate::PgBackend;
+
+/// How often this process looks for new events while someone waits.
+const POLL: Duration = Duration::from_millis(20);
+
+pub(crate) fn cause_code(cause: EventCause) -> i16 {
+    match cause {
+        EventCause::Write => 0,
+        EventCause::Expired => 1,
+        EventCause::Deleted => 2,
+    }
+}
+
+fn cause_of(code: i16) -> Result<EventCause> {
+    match code {
+        0 => Ok(EventCause::Write),
+        1 => Ok(EventCause::Expired),
+        2 => Ok(EventCause::Deleted),
+        other => Err(Error::Corrupt(format!("event cause {other}"))),
+    }
+}
+
+fn seq_of(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn time_of(n: i64) -> Timestamp {
+    Timestamp::from_millis(u64::try_from(n).unwrap_or(0))
+}
+
+/// The newest seq each environment's readers wait past, per process: one
+/// poll for all of them.
+#[derive(Default)]
+pub(crate) struct Notices {
+    envs: parking_lot::Mutex<HashMap<ObjectId, watch::Sender<u64>>>,
+}
+
+impl Notices {
+    /// Resolves once the environment's newest event is past `after` (or
+    /// the backend is gone).
+    pub(crate) fn after(
+        &self,
+        env: ObjectId,
+        after: u64,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut receiver = self
+            .envs
+            .lock()
+            .entry(env)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        async move {
+            let _ = receiver.wait_for(|newest| *newest > after).await;
+        }
+    }
+
+    fn watched(&self) -> bool {
+        self.envs
+            .lock()
+            .values()
+            .any(|sender| sender.receiver_count() > 0)
+    }
+
+    fn publish(&self, env: ObjectId, newest: u64) {
+        if let Some(sender) = self.envs.lock().get(&env) {
+            sender.send_if_modified(|seen| {
+                let moved = newest > *seen;
+                *seen = newest.max(*seen);
+                moved
+            });
+        }
+    }
+}
+
+/// Polls the feeds' heads while anyone in this process waits for events.
+pub(crate) async fn watch(backend: PgBackend) {
+    loop {
+        tokio::time::sleep(POLL).await;
+        if !backend.inner.feeds.watched() {
+            continue;
+        }
+        let Ok(client) = backend.client().await else {
+            continue;
+        };
+        let Ok(rows) = client
+            .query("SELECT environment_id, last_seq FROM feeds", &[])
+            .await
+        else {
+            continue;
+        };
+        for row in rows {
+            let env: &[u8] = row.get(0);
+            if let Ok(bytes) = <[u8; 12]>::try_from(env) {
+                backend
+                    .inner
+                    .feeds
+                    .publish(rules::id_from_bytes(bytes), seq_of(row.get(1)));
+            }
+        }
+    }
+}
+
+impl PgBackend {
+    /// Up to `limit` events after `after` (from the oldest kept without
+    /// it); a cursor before the purge mark is `CursorExpired`.
+    pub(crate) async fn page(
+        &self,
+        tenant: &Tenant,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<EventPage> {
+        let limit = rules::check_limit(limit)? as i64;
+        let env = tenant.environment_id().as_bytes().to_vec();
+        let client = self.client().await?;
+        let from = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+        // One statement, one snapshot: the mark and the events agree.
+        let rows = client
+            .query(
+                "SELECT f.purged_through, e.seq, e.subscriber_id, e.is_online, e.last_online_at,
+                        e.version, e.at, e.cause
+                 FROM (SELECT coalesce((SELECT purged_through FROM feeds WHERE environment_id = $1), 0)
+                         AS purged_through) f
+                 LEFT JOIN LATERAL (
+                    SELECT * FROM events
+                    WHERE environment_id = $1 AND seq > greatest($2, f.purged_through)
+                    ORDER BY seq LIMIT $3
+                 ) e ON true",
+                &[&env, &from, &limit],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let purged = rows.first().map_or(0, |row| seq_of(row.get(0)));
+        if let Some(after) = after {
+            if after < purged {
+                return Err(Error::CursorExpired {
+                    after,
+                    purged_through: purged,
+                });
+            }
+        }
+        let mut events = Vec::new();
+        for row in &rows {
+            let Some(seq) = row.get::<_, Option<i64>>(1) else {
+                continue;
+            };
+            events.push(PresenceEvent {
+                seq: seq_of(seq),
+                subscriber_id: row.get(2),
+                is_online: row.get(3),
+                last_online_at: row.get::<_, Option<i64>>(4).map(time_of),
+                version: Version(seq_of(row.get(5))),
+                at: time_of(row.get(6)),
+                cause: cause_of(row.get(7))?,
+            });
+        }
+        let next = events.last().map_or(after.unwrap_or(0), |e| e.seq);
+        Ok(EventPage { events, next })
+    }
+
+    /// The newest committed event's seq (0 if none).
+    pub(crate) async fn newest(&self, tenant: &Tenant) -> Result<u64> {
+        let env = tenant.environment_id().as_bytes().to_vec();
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT last_seq FROM feeds WHERE environment_id = $1",
+                &[&env],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(row.map_or(0, |row| seq_of(row.get(0))))
+    }
+
+    /// Removes the events appended before `cutoff`, up to `limit` per
+    /// environment, mark first (in the same transaction). Returns how many.
+    pub(crate) async fn purge_events(&self, cutoff: Timestamp, limit: i64) -> Result<u64> {
+        let mut client = self.client().await?;
+        let envs = client
+            .query("SELECT environment_id FROM feeds", &[])
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let mut purged = 0;
+        for row in envs {
+            let env: Vec<u8> = row.get(0);
+            let tx = client.transaction().await.map_err(|e| self.failed(&e))?;
+            let through: Option<i64> = tx
+                .query_one(
+                    "SELECT max(seq) FROM (
+                        SELECT seq FROM events WHERE environment_id = $1 AND appended_at < $2
+                        ORDER BY seq LIMIT $3) doomed",
+                    &[&env, &crate::write::millis(cutoff), &limit],
+                )
+                .await
+                .map_err(|e| self.failed(&e))?
+                .get(0);
+            let Some(through) = through else {
+                continue;
+            };
+            tx.execute(
+                "UPDATE feeds SET purged_through = greatest(purged_through, $2)
+                 WHERE environment_id = $1",
+                &[&env, &through],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+            let gone = tx
+                .execute(
+                    "DELETE FROM events WHERE environment_id = $1 AND seq <= $2",
+                    &[&env, &through],
+                )
+                .await
+                .map_err(|e| self.failed(&e))?;
+            tx.commit().await.map_err(|e| self.failed(&e))?;
+            purged += gone;
+        }
+        if purged > 0 {
+            self.inner.options.observer.events_purged(purged);
+        }
+        Ok(purged)
+    }
+}

@@ -1,0 +1,179 @@
+//! What each process does in the background: expire due leases, purge
+//! expired idempotency records and old events, refresh the gauges. Any
+//! number of processes may run it at once: each expiry is a transaction
+//! under the subscriber's advisory lock that re-reads the document, so a
+//! lease expires once whichever process gets there.
+
+use std::time::Duration;
+
+use subscriber_store::{Result, rules};
+
+use crate::PgBackend;
+use crate::write::{Failed, append, lock_key, millis, put};
+
+/// Due leases read per round.
+const BATCH: i64 = 256;
+/// The longest nap between rounds.
+const MAX_NAP: Duration = Duration::from_millis(500);
+/// How often records and events are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(5);
+
+/// The expiry and purge loop.
+pub(crate) async fn run(backend: PgBackend) {
+    let mut purged_at = tokio::time::Instant::now();
+    loop {
+        let nap = match backend.expire_due(BATCH).await {
+            Ok((expired, more)) => {
+                if !more {
+                    backend
+                        .inner
+                        .started
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                if expired > 0 {
+                    Duration::ZERO
+                } else if more {
+                    // Due, but each held by a writer that folds it in.
+                    Duration::from_millis(10)
+                } else {
+                    MAX_NAP
+                }
+            }
+            Err(e) => {
+                tracing::warn!(cause = %e, "lease expiry failed; retrying");
+                MAX_NAP
+            }
+        };
+        if purged_at.elapsed() >= PURGE_EVERY {
+            purged_at = tokio::time::Instant::now();
+            if let Err(e) = backend.purge_records(10_000).await {
+                tracing::warn!(cause = %e, "purging idempotency records failed");
+            }
+            let cutoff = backend
+                .now()
+                .saturating_sub(backend.inner.options.event_retention);
+            if let Err(e) = backend.purge_events(cutoff, 10_000).await {
+                tracing::warn!(cause = %e, "purging events failed");
+            }
+        }
+        if !nap.is_zero() {
+            tokio::time::sleep(nap).await;
+        }
+    }
+}
+
+/// Refreshes the counts the metrics show, every few seconds.
+pub(crate) async fn gauges(backend: PgBackend) {
+    loop {
+        if let Ok(client) = backend.client().await {
+            let counts = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM subscribers),
+                            (SELECT count(*) FROM subscribers WHERE is_online),
+                            (SELECT count(*) FROM subscribers WHERE lease_deadline IS NOT NULL),
+                            (SELECT count(*) FROM idempotency_records)",
+                    &[],
+                )
+                .await;
+            if let Ok(row) = counts {
+                let n = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+                let mut gauges = backend.inner.gauges.lock();
+                gauges.subscribers = Some(n(0));
+                gauges.online = Some(n(1));
+                gauges.leases = Some(n(2));
+                gauges.idempotency_records = n(3);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+impl PgBackend {
+    /// Expires up to `limit` due leases, each in its own transaction;
+    /// returns how many it expired and whether more are due.
+    pub(crate) async fn expire_due(&self, limit: i64) -> Result<(u64, bool)> {
+        let now = self.now();
+        let mut client = self.client().await?;
+        let due = client
+            .query(
+                "SELECT environment_id, subscriber_id FROM subscribers
+                 WHERE lease_deadline <= $1 ORDER BY lease_deadline LIMIT $2",
+                &[&millis(now), &limit],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let more = due.len() as i64 == limit;
+        let mut expired = 0;
+        for row in due {
+            let env: Vec<u8> = row.get(0);
+            let subscriber_id: String = row.get(1);
+            let tx = client.transaction().await.map_err(|e| self.failed(&e))?;
+            let ran: std::result::Result<bool, Failed> = async {
+                // A writer holding the lock folds the expiry into its own
+                // write (the rules do): skip it rather than wait.
+                let locked: bool = tx
+                    .query_one(
+                        "SELECT pg_try_advisory_xact_lock($1)",
+                        &[&lock_key(&env, &subscriber_id)],
+                    )
+                    .await?
+                    .get(0);
+                if !locked {
+                    return Ok(false);
+                }
+                let Some(row) = tx
+                    .query_opt(
+                        "SELECT document FROM subscribers
+                         WHERE environment_id = $1 AND subscriber_id = $2",
+                        &[&env, &subscriber_id],
+                    )
+                    .await?
+                else {
+                    return Ok(false);
+                };
+                let doc = rules::decode_document(row.get::<_, &[u8]>(0))?;
+                let now = self.now();
+                let Some((doc, event)) = rules::expire(doc, now) else {
+                    return Ok(false);
+                };
+                put(&tx, &env, &doc).await?;
+                append(&tx, &env, &[event]).await?;
+                Ok(true)
+            }
+            .await;
+            match ran {
+                Ok(true) => {
+                    tx.commit().await.map_err(|e| self.failed(&e))?;
+                    expired += 1;
+                    self.inner.options.observer.events_appended(1);
+                }
+                Ok(false) => {
+                    let _ = tx.rollback().await;
+                }
+                Err(Failed::Db(e)) => return Err(self.failed(&e)),
+                Err(Failed::Store(e)) => return Err(e),
+            }
+        }
+        if expired > 0 {
+            self.inner.options.observer.leases_expired(expired);
+        }
+        Ok((expired, more))
+    }
+
+    /// Removes up to `limit` expired idempotency records.
+    pub(crate) async fn purge_records(&self, limit: i64) -> Result<u64> {
+        let client = self.client().await?;
+        let gone = client
+            .execute(
+                "DELETE FROM idempotency_records WHERE ctid IN (
+                    SELECT ctid FROM idempotency_records WHERE expires_at <= $1 LIMIT $2)",
+                &[&millis(self.now()), &limit],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+        if gone > 0 {
+            self.inner.options.observer.idempotency_purged(gone);
+        }
+        Ok(gone)
+    }
+}

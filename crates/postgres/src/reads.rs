@@ -1,0 +1,146 @@
+//! Reads: API keys (cached briefly per process), one subscriber, the
+//! online query and the counts. Every document is shown as of now (a
+//! passed lease reads as expired, written or not), as the sled store does.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use subscriber_store::{
+    Entity, Error, OnlinePage, OnlineQuery, PresenceStats, Result, Subscriber, Tenant, rules,
+};
+
+use crate::PgBackend;
+use crate::write::millis;
+
+/// How long this process trusts a key it resolved.
+const KEY_TTL: Duration = Duration::from_secs(5);
+
+/// Resolved keys by digest, each with when it was read.
+#[derive(Default)]
+pub(crate) struct KeyCache {
+    keys: parking_lot::Mutex<HashMap<[u8; 32], (Tenant, Instant)>>,
+}
+
+impl PgBackend {
+    pub(crate) async fn resolve(&self, secret: &str) -> Result<Tenant> {
+        let digest = rules::key_digest(secret);
+        if let Some((tenant, read)) = self.inner.keys.keys.lock().get(&digest) {
+            if read.elapsed() < KEY_TTL {
+                return Ok(*tenant);
+            }
+        }
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT organization_id, environment_id FROM api_keys WHERE digest = $1",
+                &[&digest.as_slice()],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?
+            .ok_or(Error::NotFound(Entity::ApiKey))?;
+        let tenant = rules::tenant(id(row.get(0))?, id(row.get(1))?);
+        let mut keys = self.inner.keys.keys.lock();
+        if keys.len() > 10_000 {
+            keys.clear();
+        }
+        keys.insert(digest, (tenant, Instant::now()));
+        Ok(tenant)
+    }
+
+    pub(crate) async fn read(&self, tenant: &Tenant, subscriber_id: &str) -> Result<Subscriber> {
+        rules::check_subscriber_id(subscriber_id)?;
+        let env = tenant.environment_id().as_bytes().to_vec();
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT document FROM subscribers WHERE environment_id = $1 AND subscriber_id = $2",
+                &[&env, &subscriber_id],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?
+            .ok_or(Error::NotFound(Entity::Subscriber))?;
+        let now = self.now();
+        Ok(rules::decode_document(row.get::<_, &[u8]>(0))?.as_of(now))
+    }
+
+    /// Online now (lease-aware), or with `within` also offline since then,
+    /// in subscriber id order after the cursor: one indexed range query.
+    pub(crate) async fn online_page(
+        &self,
+        tenant: &Tenant,
+        query: &OnlineQuery,
+    ) -> Result<OnlinePage> {
+        rules::check_online_query(query)?;
+        let env = tenant.environment_id().as_bytes().to_vec();
+        let now = self.now();
+        let since = query
+            .within_seconds
+            .map(|within| millis(now.saturating_sub(Duration::from_secs(u64::from(within)))));
+        let after = query.after.clone().unwrap_or_default();
+        let limit = i64::from(query.limit);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT document FROM subscribers
+                 WHERE environment_id = $1 AND subscriber_id > $2
+                   AND ((is_online AND (lease_deadline IS NULL OR lease_deadline > $3))
+                        OR ($4::bigint IS NOT NULL AND last_online_at >= $4))
+                 ORDER BY subscriber_id LIMIT $5",
+                &[&env, &after, &millis(now), &since, &(limit + 1)],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let mut subscribers = rows
+            .iter()
+            .map(|row| rules::decode_document(row.get::<_, &[u8]>(0)).map(|doc| doc.as_of(now)))
+            .collect::<Result<Vec<_>>>()?;
+        let next = if subscribers.len() > query.limit as usize {
+            subscribers.truncate(query.limit as usize);
+            subscribers.last().map(|doc| doc.subscriber_id.clone())
+        } else {
+            None
+        };
+        Ok(OnlinePage { subscribers, next })
+    }
+
+    /// Exact counts of one environment, lease-aware.
+    pub(crate) async fn stats(&self, tenant: &Tenant) -> Result<PresenceStats> {
+        let env = tenant.environment_id().as_bytes().to_vec();
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE is_online AND (lease_deadline IS NULL OR lease_deadline > $2)),
+                        count(*)
+                 FROM subscribers WHERE environment_id = $1",
+                &[&env, &millis(self.now())],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(PresenceStats {
+            online: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            subscribers: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+        })
+    }
+
+    /// Whether a write could commit now: a connection to a primary.
+    pub(crate) async fn writable(&self) -> Result<()> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| self.failed(&e))?;
+        if row.get::<_, bool>(0) {
+            return Err(Error::Storage(
+                "the database is a standby (read-only)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An id from its stored bytes.
+pub(crate) fn id(bytes: &[u8]) -> Result<subscriber_store::ObjectId> {
+    <[u8; 12]>::try_from(bytes)
+        .map(rules::id_from_bytes)
+        .map_err(|_| Error::Corrupt(format!("an id of {} bytes", bytes.len())))
+}
