@@ -54,7 +54,7 @@ fn unknown_empty_and_revoked_keys() {
     }
     // A key issued while the server runs works at once; revoked, it stops at once.
     let key = s
-        .store
+        .store()
         .issue_key(s.tenant_a.environment_id())
         .expect("issue");
     let auth = format!("ApiKey {}", key.secret);
@@ -65,7 +65,7 @@ fn unknown_empty_and_revoked_keys() {
         None,
     );
     reply.error(404, "Subscriber not found");
-    s.store.revoke_key(key.info.id).expect("revoke");
+    s.store().revoke_key(key.info.id).expect("revoke");
     s.send(
         "GET",
         "/v1/subscribers/u1",

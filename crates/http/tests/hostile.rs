@@ -186,19 +186,19 @@ fn snapshot(s: &TestServer) -> Snapshot {
     let mut docs = Vec::new();
     for tenant in [&s.tenant_a, &s.tenant_b] {
         for id in ["u1", "u2", "u3"] {
-            docs.push(s.store.get(tenant, id).ok());
+            docs.push(s.store().get(tenant, id).ok());
         }
     }
     let key = IdempotencyKey::new("k1").expect("key");
     let replayable = s
-        .store
+        .store()
         .recorded(&s.tenant_a, &key)
         .expect("read")
         .map(|e| e.outcome.is_ok());
     Snapshot(
         docs,
-        s.store.idempotency_record_count().expect("count"),
-        s.store.keys(None).expect("keys").len(),
+        s.store().idempotency_record_count().expect("count"),
+        s.store().keys(None).expect("keys").len(),
         replayable,
     )
 }

@@ -259,7 +259,7 @@ fn deletes_of_online_subscribers_and_lease_expiries_are_events() {
     set_online(&s, "u2", true);
     set_online(&s, "u3", false);
     clock.advance(Duration::from_secs(30));
-    assert_eq!(s.store.expire_due(100).expect("expire"), 1);
+    assert_eq!(s.store().expire_due(100).expect("expire"), 1);
     clock.advance(Duration::from_secs(9));
     let deleted = s.call("DELETE", "/v1/subscribers/u2", None);
     assert_eq!(deleted.status, 200);
@@ -535,11 +535,11 @@ fn a_cursor_older_than_the_retention_is_410() {
     assert_eq!(old.len(), 3);
     // Nothing is purged before the retention has passed.
     clock.advance(Duration::from_secs(59));
-    assert_eq!(s.store.purge_events(100).expect("purge"), 0);
+    assert_eq!(s.store().purge_events(100).expect("purge"), 0);
     assert_eq!(seqs(&get(&s, &format!("{EVENTS}?after=0"))), old);
 
     clock.advance(Duration::from_secs(2));
-    assert_eq!(s.store.purge_events(100).expect("purge"), 3);
+    assert_eq!(s.store().purge_events(100).expect("purge"), 3);
     set_online(&s, "u1", false);
     let kept = seqs(&get(&s, EVENTS));
     assert_eq!(kept.len(), 1, "without after: from the oldest kept event");

@@ -1,6 +1,12 @@
 //! Test helpers: a server on port 0 over a temporary store with two
 //! environments (A and B) and a key for each; requests go through testkit's
 //! raw HTTP/1.1 client.
+//!
+//! With `SUBSCRIBERD_TEST_DATABASE_URL` set (scripts/test sets it for a
+//! second run of the contract tests), [`TestServer::start`] and
+//! [`TestServer::with_config`] serve a fresh database on that PostgreSQL
+//! server instead; tests that read the sled store directly
+//! ([`TestServer::store`], [`TestServer::with_store`]) are sled's only.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -11,7 +17,8 @@ pub use testkit::Reply;
 
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub store: Store,
+    /// The served sled store (`None` on PostgreSQL).
+    sled: Option<Store>,
     pub key_a: String,
     pub key_b: String,
     pub tenant_a: Tenant,
@@ -32,7 +39,95 @@ impl TestServer {
     }
 
     pub fn with_config(config: ServerConfig) -> TestServer {
-        TestServer::with_store(config, |c| c)
+        match std::env::var("SUBSCRIBERD_TEST_DATABASE_URL") {
+            Ok(url) => TestServer::on_postgres(config, &url),
+            Err(_) => TestServer::with_store(config, |c| c),
+        }
+    }
+
+    /// The served sled store, for tests that check it directly.
+    pub fn store(&self) -> &Store {
+        self.sled
+            .as_ref()
+            .expect("this test reads the sled store directly: it runs on the sled backend only")
+    }
+
+    /// A server on a new database of the PostgreSQL server at `url`.
+    fn on_postgres(config: ServerConfig, url: &str) -> TestServer {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let name = format!(
+            "contract_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let (backend, env_a, env_b, key_a, key_b) = runtime.block_on(async {
+            let (admin, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to SUBSCRIBERD_TEST_DATABASE_URL");
+            tokio::spawn(connection);
+            for statement in [
+                format!("DROP DATABASE IF EXISTS {name}"),
+                format!("CREATE DATABASE {name}"),
+            ] {
+                admin
+                    .batch_execute(&statement)
+                    .await
+                    .expect("create the test database");
+            }
+            let db_url = match url.rsplit_once('/') {
+                Some((server, _)) => format!("{server}/{name}"),
+                None => panic!("SUBSCRIBERD_TEST_DATABASE_URL needs a /database"),
+            };
+            let mut options = subscriber_postgres::Options::new(db_url);
+            options.pool_size = 8;
+            if let Some(metrics) = &config.metrics {
+                options.observer = std::sync::Arc::clone(metrics)
+                    as std::sync::Arc<dyn subscriber_store::Observer>;
+            }
+            let backend = subscriber_postgres::PgBackend::start(options)
+                .await
+                .expect("start the postgres backend");
+            let org = backend.create_organization("Acme").await.expect("org");
+            let env_a = backend
+                .create_environment(org.id, "A")
+                .await
+                .expect("env A");
+            let env_b = backend
+                .create_environment(org.id, "B")
+                .await
+                .expect("env B");
+            let key_a = backend.issue_key(&env_a).await.expect("key A").secret;
+            let key_b = backend.issue_key(&env_b).await.expect("key B").secret;
+            (backend, env_a, env_b, key_a, key_b)
+        });
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            runtime
+                .block_on(serve(listener, backend, config, async {
+                    let _ = rx.await;
+                }))
+                .expect("serve");
+        });
+        TestServer {
+            addr,
+            sled: None,
+            key_a,
+            key_b,
+            tenant_a: env_a.tenant(),
+            tenant_b: env_b.tenant(),
+            shutdown: Some(tx),
+            thread: Some(thread),
+            _dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     /// A server whose store is opened with `store_config` applied to the
@@ -72,7 +167,7 @@ impl TestServer {
         });
         TestServer {
             addr,
-            store,
+            sled: Some(store),
             key_a,
             key_b,
             tenant_a: env_a.tenant(),
