@@ -11,6 +11,24 @@ use common::{KEY, Server};
 
 #[test]
 fn responses_conform_to_the_openapi_document() {
+    responses_conform(&["--durability", "relaxed"]);
+}
+
+/// The postgres backend refuses `--durability relaxed`: its durability is
+/// the database's commit.
+#[test]
+fn responses_conform_to_the_openapi_document_on_postgres() {
+    let Some(pg) = testkit::pg::PgCluster::start() else {
+        return;
+    };
+    let url = pg.create_database("schemathesis");
+    responses_conform(&["--backend", "postgres", "--database-url", &url]);
+    // The cluster outlives the server, stopped in `responses_conform`.
+    drop(pg);
+}
+
+/// Runs schemathesis against `subscriberd serve ... SERVER_ARGS...`.
+fn responses_conform(server_args: &[&str]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let schemathesis = root.join(".venv/bin/schemathesis");
     assert!(
@@ -18,7 +36,7 @@ fn responses_conform_to_the_openapi_document() {
         "schemathesis is not installed: run scripts/test (it creates .venv)"
     );
     let data = tempfile::tempdir().expect("dir");
-    let server = Server::start(data.path(), &["--durability", "relaxed"]);
+    let server = Server::start(data.path(), server_args);
     let scratch = tempfile::tempdir().expect("dir");
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261126".into());
     let output = Command::new(&schemathesis)
@@ -45,6 +63,9 @@ fn responses_conform_to_the_openapi_document() {
         .expect("run schemathesis");
     let stdout = String::from_utf8_lossy(&output.stdout);
     eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        eprintln!("server log:\n{}", server.stderr().join("\n"));
+    }
     assert!(
         output.status.success(),
         "schemathesis found responses that do not conform"

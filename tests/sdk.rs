@@ -11,6 +11,22 @@ use common::{KEY, Server};
 
 #[test]
 fn official_node_sdk_works_against_the_server() {
+    sdk_tests_pass(&[]);
+}
+
+#[test]
+fn official_node_sdk_works_against_the_server_on_postgres() {
+    let Some(pg) = testkit::pg::PgCluster::start() else {
+        return;
+    };
+    let url = pg.create_database("sdk_node");
+    sdk_tests_pass(&["--backend", "postgres", "--database-url", &url]);
+    // The cluster outlives the server, stopped in `sdk_tests_pass`.
+    drop(pg);
+}
+
+/// Runs tests/sdk against `subscriberd serve ... --presence-ttl-secs 3600 BACKEND...`.
+fn sdk_tests_pass(backend: &[&str]) {
     let sdk_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
     assert!(
         sdk_dir.join("node_modules/@novu/api").exists(),
@@ -18,7 +34,9 @@ fn official_node_sdk_works_against_the_server() {
     );
     let data = tempfile::tempdir().expect("dir");
     // Every online document then carries `onlineExpiresAt` (SPEC 10).
-    let server = Server::start(data.path(), &["--presence-ttl-secs", "3600"]);
+    let mut args = vec!["--presence-ttl-secs", "3600"];
+    args.extend_from_slice(backend);
+    let server = Server::start(data.path(), &args);
     let output = Command::new("node")
         .args(["--test", "online-status.test.mjs"])
         .current_dir(&sdk_dir)
@@ -28,6 +46,9 @@ fn official_node_sdk_works_against_the_server() {
         .unwrap_or_else(|e| panic!("cannot run node (Node 20 is required for this test): {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        eprintln!("server log:\n{}", server.stderr().join("\n"));
+    }
     assert!(output.status.success(), "the SDK tests failed");
     assert!(stdout.contains("# pass 6"), "expected 6 SDK tests to pass");
     assert!(server.terminate().success());

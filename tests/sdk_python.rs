@@ -26,6 +26,22 @@ fn passed(stdout: &str) -> Option<usize> {
 
 #[test]
 fn official_python_sdks_work_against_the_server() {
+    python_sdk_tests_pass(&[]);
+}
+
+#[test]
+fn official_python_sdks_work_against_the_server_on_postgres() {
+    let Some(pg) = testkit::pg::PgCluster::start() else {
+        return;
+    };
+    let url = pg.create_database("sdk_python");
+    python_sdk_tests_pass(&["--backend", "postgres", "--database-url", &url]);
+    // The cluster outlives the server, stopped in `python_sdk_tests_pass`.
+    drop(pg);
+}
+
+/// Runs tests/sdk-python against `subscriberd serve ... --presence-ttl-secs 3600 BACKEND...`.
+fn python_sdk_tests_pass(backend: &[&str]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
     assert!(
@@ -47,7 +63,9 @@ fn official_python_sdks_work_against_the_server() {
 
     let data = tempfile::tempdir().expect("dir");
     // Every online document then carries `onlineExpiresAt` (SPEC 10).
-    let server = Server::start(data.path(), &["--presence-ttl-secs", "3600"]);
+    let mut args = vec!["--presence-ttl-secs", "3600"];
+    args.extend_from_slice(backend);
+    let server = Server::start(data.path(), &args);
     let output = Command::new(&python)
         .args(["-m", "pytest", "tests/sdk-python", "-q", "--tb=short"])
         // No .pytest_cache or __pycache__ in the work tree, and only pytest's
