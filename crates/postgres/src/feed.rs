@@ -1,7 +1,14 @@
-//! The presence feed on tables: pages read in one statement (the purge
-//! mark and the events in one snapshot), and notices for live readers.
-//! Events commit in `seq` order (write.rs), so whatever a reader's
-//! snapshot holds is a gap-free prefix of its environment's feed.
+//! The presence feed on tables. A write commits its events into
+//! `event_outbox` (no lock shared between writers); the sequencer moves
+//! the committed ones to `events`, numbering them after the environment's
+//! `last_seq` in outbox order, in one transaction under the feed row's
+//! lock. So seqs become visible a contiguous batch at a time, in order:
+//! a reader can never see a later seq before an earlier one. A
+//! subscriber's writes are serialised (its advisory lock), so a snapshot
+//! holding one of its events holds every earlier one, and outbox ids are
+//! drawn in its version order: its events keep their order in the feed.
+//! Pages are read in one statement (the purge mark and the events in one
+//! snapshot), after sequencing what is pending.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -86,6 +93,31 @@ impl Notices {
     }
 }
 
+/// Sequences pending events: woken by this process's writes, and every
+/// so often for other processes' (any process may sequence any event).
+pub(crate) async fn sequencer(backend: PgBackend) {
+    loop {
+        let _ = tokio::time::timeout(POLL, backend.inner.pending.notified()).await;
+        let envs = match backend.client().await {
+            Ok(client) => client
+                .query("SELECT DISTINCT environment_id FROM event_outbox", &[])
+                .await
+                .map(|rows| {
+                    rows.iter()
+                        .map(|row| row.get::<_, Vec<u8>>(0))
+                        .collect::<Vec<_>>()
+                }),
+            Err(_) => continue,
+        };
+        let Ok(envs) = envs else { continue };
+        for env in envs {
+            if let Err(e) = backend.sequence(&env).await {
+                tracing::warn!(cause = %e, "sequencing presence events failed; retrying");
+            }
+        }
+    }
+}
+
 /// Polls the feeds' heads while anyone in this process waits for events.
 pub(crate) async fn watch(backend: PgBackend) {
     loop {
@@ -115,6 +147,62 @@ pub(crate) async fn watch(backend: PgBackend) {
 }
 
 impl PgBackend {
+    /// Moves the environment's committed outbox events to the feed (see
+    /// the module's docs); returns how many.
+    pub(crate) async fn sequence(&self, env: &[u8]) -> Result<u64> {
+        let mut client = self.client().await?;
+        let pending = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM event_outbox WHERE environment_id = $1)",
+                &[&env],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?
+            .get::<_, bool>(0);
+        if !pending {
+            return Ok(0);
+        }
+        let tx = client.transaction().await.map_err(|e| self.failed(&e))?;
+        tx.execute(
+            "INSERT INTO feeds (environment_id, last_seq) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+            &[&env],
+        )
+        .await
+        .map_err(|e| self.failed(&e))?;
+        // One sequencer at a time per environment, and after it a fresh
+        // snapshot for the statement below.
+        let last: i64 = tx
+            .query_one(
+                "SELECT last_seq FROM feeds WHERE environment_id = $1 FOR UPDATE",
+                &[&env],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?
+            .get(0);
+        let moved = tx
+            .execute(
+                "WITH moved AS (DELETE FROM event_outbox WHERE environment_id = $1 RETURNING *)
+                 INSERT INTO events
+                    (environment_id, seq, subscriber_id, is_online, last_online_at, version, at, cause, appended_at)
+                 SELECT environment_id, $2 + row_number() OVER (ORDER BY id), subscriber_id, is_online,
+                        last_online_at, version, at, cause, appended_at
+                 FROM moved",
+                &[&env, &last],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+        if moved > 0 {
+            tx.execute(
+                "UPDATE feeds SET last_seq = last_seq + $2 WHERE environment_id = $1",
+                &[&env, &i64::try_from(moved).unwrap_or(i64::MAX)],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+        }
+        tx.commit().await.map_err(|e| self.failed(&e))?;
+        Ok(moved)
+    }
+
     /// Up to `limit` events after `after` (from the oldest kept without
     /// it); a cursor before the purge mark is `CursorExpired`.
     pub(crate) async fn page(
@@ -125,6 +213,8 @@ impl PgBackend {
     ) -> Result<EventPage> {
         let limit = rules::check_limit(limit)? as i64;
         let env = tenant.environment_id().as_bytes().to_vec();
+        // What is committed is readable: sequence it first.
+        self.sequence(&env).await?;
         let client = self.client().await?;
         let from = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
         // One statement, one snapshot: the mark and the events agree.
@@ -174,6 +264,7 @@ impl PgBackend {
     /// The newest committed event's seq (0 if none).
     pub(crate) async fn newest(&self, tenant: &Tenant) -> Result<u64> {
         let env = tenant.environment_id().as_bytes().to_vec();
+        self.sequence(&env).await?;
         let client = self.client().await?;
         let row = client
             .query_opt(

@@ -113,7 +113,8 @@ impl PgBackend {
                 // write (the rules do): skip it rather than wait.
                 let locked: bool = tx
                     .query_one(
-                        "SELECT pg_try_advisory_xact_lock($1)",
+                        &tx.prepare_cached("SELECT pg_try_advisory_xact_lock($1)")
+                            .await?,
                         &[&lock_key(&env, &subscriber_id)],
                     )
                     .await?
@@ -123,8 +124,11 @@ impl PgBackend {
                 }
                 let Some(row) = tx
                     .query_opt(
-                        "SELECT document FROM subscribers
+                        &tx.prepare_cached(
+                            "SELECT document FROM subscribers
                          WHERE environment_id = $1 AND subscriber_id = $2",
+                        )
+                        .await?,
                         &[&env, &subscriber_id],
                     )
                     .await?
@@ -144,6 +148,7 @@ impl PgBackend {
             match ran {
                 Ok(true) => {
                     tx.commit().await.map_err(|e| self.failed(&e))?;
+                    self.inner.pending.notify_one();
                     expired += 1;
                     self.inner.options.observer.events_appended(1);
                 }

@@ -120,6 +120,8 @@ struct Inner {
     pool: Pool,
     options: Options,
     feeds: feed::Notices,
+    /// Woken when this process commits events.
+    pending: tokio::sync::Notify,
     keys: reads::KeyCache,
     started: AtomicBool,
     gauges: parking_lot::Mutex<Gauges>,
@@ -218,6 +220,7 @@ impl PgBackend {
             inner: Arc::new(Inner {
                 pool,
                 feeds: feed::Notices::default(),
+                pending: tokio::sync::Notify::new(),
                 keys: reads::KeyCache::default(),
                 started: AtomicBool::new(!options.housekeeping),
                 gauges: parking_lot::Mutex::new(Gauges::default()),
@@ -225,7 +228,10 @@ impl PgBackend {
                 options,
             }),
         };
-        let mut tasks = vec![tokio::spawn(feed::watch(backend.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(feed::watch(backend.clone())),
+            tokio::spawn(feed::sequencer(backend.clone())),
+        ];
         tasks.push(tokio::spawn(housekeeping::gauges(backend.clone())));
         if backend.inner.options.housekeeping {
             tasks.push(tokio::spawn(housekeeping::run(backend.clone())));

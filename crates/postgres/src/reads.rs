@@ -32,7 +32,12 @@ impl PgBackend {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT organization_id, environment_id FROM api_keys WHERE digest = $1",
+                &client
+                    .prepare_cached(
+                        "SELECT organization_id, environment_id FROM api_keys WHERE digest = $1",
+                    )
+                    .await
+                    .map_err(|e| self.failed(&e))?,
                 &[&digest.as_slice()],
             )
             .await
@@ -51,9 +56,7 @@ impl PgBackend {
         rules::check_subscriber_id(subscriber_id)?;
         let env = tenant.environment_id().as_bytes().to_vec();
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT document FROM subscribers WHERE environment_id = $1 AND subscriber_id = $2",
+        let row = client.query_opt(&client.prepare_cached("SELECT document FROM subscribers WHERE environment_id = $1 AND subscriber_id = $2").await.map_err(|e| self.failed(&e))?,
                 &[&env, &subscriber_id],
             )
             .await
@@ -81,11 +84,16 @@ impl PgBackend {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT document FROM subscribers
+                &client
+                    .prepare_cached(
+                        "SELECT document FROM subscribers
                  WHERE environment_id = $1 AND subscriber_id > $2
                    AND ((is_online AND (lease_deadline IS NULL OR lease_deadline > $3))
                         OR ($4::bigint IS NOT NULL AND last_online_at >= $4))
                  ORDER BY subscriber_id LIMIT $5",
+                    )
+                    .await
+                    .map_err(|e| self.failed(&e))?,
                 &[&env, &after, &millis(now), &since, &(limit + 1)],
             )
             .await
@@ -107,11 +115,9 @@ impl PgBackend {
     pub(crate) async fn stats(&self, tenant: &Tenant) -> Result<PresenceStats> {
         let env = tenant.environment_id().as_bytes().to_vec();
         let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT count(*) FILTER (WHERE is_online AND (lease_deadline IS NULL OR lease_deadline > $2)),
+        let row = client.query_one(&client.prepare_cached("SELECT count(*) FILTER (WHERE is_online AND (lease_deadline IS NULL OR lease_deadline > $2)),
                         count(*)
-                 FROM subscribers WHERE environment_id = $1",
+                 FROM subscribers WHERE environment_id = $1").await.map_err(|e| self.failed(&e))?,
                 &[&env, &millis(self.now())],
             )
             .await
@@ -126,7 +132,13 @@ impl PgBackend {
     pub(crate) async fn writable(&self) -> Result<()> {
         let client = self.client().await?;
         let row = client
-            .query_one("SELECT pg_is_in_recovery()", &[])
+            .query_one(
+                &client
+                    .prepare_cached("SELECT pg_is_in_recovery()")
+                    .await
+                    .map_err(|e| self.failed(&e))?,
+                &[],
+            )
             .await
             .map_err(|e| self.failed(&e))?;
         if row.get::<_, bool>(0) {

@@ -60,8 +60,23 @@ CREATE TABLE idempotency_records (
     PRIMARY KEY (environment_id, key)
 );
 CREATE INDEX idempotency_expiry ON idempotency_records (expires_at);
--- One row per environment: the last seq handed out (its row lock orders
--- the event-writing transactions) and the purge mark.
+-- Events as writes commit them, in the order each subscriber's writes
+-- take (id is drawn under the subscriber's advisory lock); the sequencer
+-- moves them to events with their seq.
+CREATE TABLE event_outbox (
+    id bigserial PRIMARY KEY,
+    environment_id bytea NOT NULL,
+    subscriber_id text NOT NULL,
+    is_online boolean NOT NULL,
+    last_online_at bigint,
+    version bigint NOT NULL,
+    at bigint NOT NULL,
+    cause smallint NOT NULL,
+    appended_at bigint NOT NULL
+);
+CREATE INDEX event_outbox_by_environment ON event_outbox (environment_id, id);
+-- One row per environment: the last seq handed out (its row lock makes one
+-- sequencer at a time) and the purge mark.
 CREATE TABLE feeds (
     environment_id bytea PRIMARY KEY,
     last_seq bigint NOT NULL,

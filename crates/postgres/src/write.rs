@@ -10,11 +10,11 @@
 //!    commit in `seq` order and a reader never sees a later one first;
 //! 5. commit: durable as the database's commit is.
 
+use deadpool_postgres::Transaction;
 use subscriber_store::rules::{self, Appended, Decision};
 use subscriber_store::{
     Command, Error, Executed, Idempotency, Precondition, Result, Subscriber, Tenant, Timestamp,
 };
-use tokio_postgres::Transaction;
 
 use crate::PgBackend;
 use crate::error::retryable;
@@ -49,7 +49,8 @@ struct Once<'a> {
 /// once: boxing would only add an allocation).
 #[allow(clippy::large_enum_variant)]
 enum Ended {
-    Executed(Executed),
+    /// Ran (or replayed); `true` if it appended events.
+    Executed(Executed, bool),
     /// Refused before anything was written (rolled back).
     Refused(Error),
 }
@@ -87,11 +88,14 @@ impl PgBackend {
                 )
                 .await;
             match ran {
-                Ok(Ended::Executed(executed)) => {
+                Ok(Ended::Executed(executed, appended)) => {
                     // A failed commit leaves the outcome unknown: the
                     // client's retry with its key replays or executes.
                     match tx.commit().await {
                         Ok(()) => {
+                            if appended {
+                                self.inner.pending.notify_one();
+                            }
                             if once.is_some() && !executed.replayed {
                                 self.inner.options.observer.idempotency_recorded();
                             }
@@ -126,60 +130,74 @@ impl PgBackend {
         let env = tenant.environment_id().as_bytes().to_vec();
         let subscriber_id = rules::subscriber_id(&command).to_owned();
         let ttl = self.inner.options.idempotency_ttl;
-        if let Some(once) = once {
-            let now = self.now();
-            let claimed = tx
-                .query_opt(
-                    "INSERT INTO idempotency_records (environment_id, key, record, expires_at)
-                     VALUES ($1, $2, NULL, $3)
-                     ON CONFLICT (environment_id, key) DO UPDATE
-                        SET record = NULL, expires_at = EXCLUDED.expires_at
-                        WHERE idempotency_records.expires_at <= $4
-                     RETURNING 1",
-                    &[
-                        &env,
-                        &once.key,
-                        &millis(now.saturating_add(ttl)),
-                        &millis(now),
-                    ],
+        // Sent together (tokio-postgres pipelines them, in this order):
+        // the key's claim, the subscriber's lock, its document.
+        let claim_at = self.now();
+        let claim = async {
+            match once {
+                Some(once) => tx
+                    .query_opt(&tx.prepare_cached("INSERT INTO idempotency_records (environment_id, key, record, expires_at)
+                         VALUES ($1, $2, NULL, $3)
+                         ON CONFLICT (environment_id, key) DO UPDATE
+                            SET record = NULL, expires_at = EXCLUDED.expires_at
+                            WHERE idempotency_records.expires_at <= $4
+                         RETURNING 1").await?,
+                        &[
+                            &env,
+                            &once.key,
+                            &millis(claim_at.saturating_add(ttl)),
+                            &millis(claim_at),
+                        ],
+                    )
+                    .await
+                    .map(|row| row.is_some()),
+                None => Ok(true),
+            }
+        };
+        let lock_id = lock_key(&env, &subscriber_id);
+        let lock = async {
+            tx.execute(
+                &tx.prepare_cached("SELECT pg_advisory_xact_lock($1)")
+                    .await?,
+                &[&lock_id],
+            )
+            .await
+        };
+        let read = async {
+            tx.query_opt(&tx.prepare_cached("SELECT document FROM subscribers WHERE environment_id = $1 AND subscriber_id = $2").await?,
+                &[&env, &subscriber_id],
+            )
+            .await
+        };
+        let (claimed, _, current) = tokio::try_join!(claim, lock, read)?;
+        if let (Some(once), false) = (once, claimed) {
+            // A live record of a committed write.
+            let row = tx
+                .query_one(
+                    &tx.prepare_cached(
+                        "SELECT record FROM idempotency_records
+                     WHERE environment_id = $1 AND key = $2",
+                    )
+                    .await?,
+                    &[&env, &once.key],
                 )
                 .await?;
-            if claimed.is_none() {
-                // A live record of a committed write.
-                let row = tx
-                    .query_one(
-                        "SELECT record FROM idempotency_records
-                         WHERE environment_id = $1 AND key = $2",
-                        &[&env, &once.key],
-                    )
-                    .await?;
-                let bytes: Option<Vec<u8>> = row.get(0);
-                let bytes = bytes.ok_or_else(|| {
-                    Failed::Store(Error::Corrupt(
-                        "an idempotency record without its outcome".into(),
-                    ))
-                })?;
-                let (fingerprint, _, executed) = rules::replay(&bytes)?;
-                if fingerprint != once.fingerprint {
-                    return Ok(Ended::Refused(Error::IdempotencyKeyReused));
-                }
-                return Ok(Ended::Executed(executed));
+            let bytes: Option<Vec<u8>> = row.get(0);
+            let bytes = bytes.ok_or_else(|| {
+                Failed::Store(Error::Corrupt(
+                    "an idempotency record without its outcome".into(),
+                ))
+            })?;
+            let (fingerprint, _, executed) = rules::replay(&bytes)?;
+            if fingerprint != once.fingerprint {
+                return Ok(Ended::Refused(Error::IdempotencyKeyReused));
             }
+            return Ok(Ended::Executed(executed, false));
         }
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&lock_key(&env, &subscriber_id)],
-        )
-        .await?;
         // Read under the lock: writes to one document take their times in
         // the order they commit.
         let now = self.now();
-        let current = tx
-            .query_opt(
-                "SELECT document FROM subscribers WHERE environment_id = $1 AND subscriber_id = $2",
-                &[&env, &subscriber_id],
-            )
-            .await?
+        let current = current
             .map(|row| rules::decode_document(row.get::<_, &[u8]>(0)))
             .transpose()?;
         let decided = rules::decide(
@@ -191,63 +209,87 @@ impl PgBackend {
             fresh_id,
             self.inner.options.presence_ttl_secs,
         );
-        let (outcome, events) = match decided {
+        let (outcome, events, removed) = match decided {
             Ok(Decision {
                 document,
                 removed,
                 events,
-            }) => {
-                if removed {
-                    tx.execute(
-                        "DELETE FROM subscribers WHERE environment_id = $1 AND subscriber_id = $2",
+            }) => (Ok(document), events, Some(removed)),
+            Err(e) if once.is_none() => return Ok(Ended::Refused(e)),
+            Err(e) => (Err(e), Vec::new(), None),
+        };
+        // An outcome that is not recordable (a rejection) comes back as
+        // the error: nothing is written.
+        let record = match once {
+            Some(once) => match rules::record(
+                outcome.clone(),
+                once.fingerprint,
+                now,
+                now.saturating_add(ttl),
+                once.annotation,
+            ) {
+                Ok(bytes) => Some((once, bytes)),
+                Err(e) => return Ok(Ended::Refused(e)),
+            },
+            None => None,
+        };
+        // Sent together: the document's change, the record, the events.
+        let change = async {
+            match (&outcome, removed) {
+                (Ok(_), Some(true)) => tx
+                    .execute(&tx.prepare_cached("DELETE FROM subscribers WHERE environment_id = $1 AND subscriber_id = $2").await?,
                         &[&env, &subscriber_id],
                     )
-                    .await?;
-                } else {
-                    put(tx, &env, &document).await?;
-                }
-                (Ok(document), events)
+                    .await
+                    .map(drop)
+                    .map_err(Failed::from),
+                (Ok(document), Some(false)) => put(tx, &env, document).await,
+                _ => Ok(()),
             }
-            Err(e) if once.is_none() => return Ok(Ended::Refused(e)),
-            Err(e) => (Err(e), Vec::new()),
         };
-        let annotation = match once {
-            Some(once) => {
-                // An outcome that is not recordable (a rejection) comes
-                // back as the error: nothing is written.
-                let bytes = match rules::record(
-                    outcome.clone(),
-                    once.fingerprint,
-                    now,
-                    now.saturating_add(ttl),
-                    once.annotation,
-                ) {
-                    Ok(bytes) => bytes,
-                    Err(e) => return Ok(Ended::Refused(e)),
-                };
-                tx.execute(
-                    "UPDATE idempotency_records SET record = $3, expires_at = $4
-                     WHERE environment_id = $1 AND key = $2",
-                    &[&env, &once.key, &bytes, &millis(now.saturating_add(ttl))],
-                )
-                .await?;
-                once.annotation.to_vec()
+        let recorded = async {
+            match &record {
+                Some((once, bytes)) => tx
+                    .execute(
+                        &tx.prepare_cached(
+                            "UPDATE idempotency_records SET record = $3, expires_at = $4
+                         WHERE environment_id = $1 AND key = $2",
+                        )
+                        .await?,
+                        &[&env, &once.key, bytes, &millis(now.saturating_add(ttl))],
+                    )
+                    .await
+                    .map(drop)
+                    .map_err(Failed::from),
+                None => Ok(()),
             }
-            None => Vec::new(),
         };
+        let appended = async {
+            if events.is_empty() {
+                Ok(())
+            } else {
+                append(tx, &env, &events).await
+            }
+        };
+        tokio::try_join!(change, recorded, appended)?;
         if !events.is_empty() {
-            append(tx, &env, &events).await?;
             self.inner
                 .options
                 .observer
                 .events_appended(events.len() as u64);
         }
-        Ok(Ended::Executed(Executed {
-            outcome,
-            replayed: false,
-            executed_at: now,
-            annotation,
-        }))
+        let annotation = once
+            .map(|once| once.annotation.to_vec())
+            .unwrap_or_default();
+        Ok(Ended::Executed(
+            Executed {
+                outcome,
+                replayed: false,
+                executed_at: now,
+                annotation,
+            },
+            !events.is_empty(),
+        ))
     }
 }
 
@@ -284,14 +326,13 @@ pub(crate) async fn put(
     // lastOnlineAt as the document shows it once its lease has run out:
     // what `within` compares when the lease is no longer running.
     let settled = doc.clone().as_of(Timestamp::from_millis(u64::MAX));
-    tx.execute(
-        "INSERT INTO subscribers
+    tx.execute(&tx.prepare_cached("INSERT INTO subscribers
             (environment_id, subscriber_id, document, version, is_online, last_online_at, lease_deadline)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (environment_id, subscriber_id) DO UPDATE SET
             document = EXCLUDED.document, version = EXCLUDED.version,
             is_online = EXCLUDED.is_online, last_online_at = EXCLUDED.last_online_at,
-            lease_deadline = EXCLUDED.lease_deadline",
+            lease_deadline = EXCLUDED.lease_deadline").await?,
         &[
             &env,
             &doc.subscriber_id,
@@ -306,43 +347,43 @@ pub(crate) async fn put(
     Ok(())
 }
 
-/// Numbers `events` under the environment's feed row (locked until the
-/// transaction ends) and inserts them.
+/// Inserts `events` into the outbox (one statement); the sequencer gives
+/// them their seq once committed (feed.rs).
 pub(crate) async fn append(
     tx: &Transaction<'_>,
     env: &[u8],
     events: &[Appended],
 ) -> std::result::Result<(), Failed> {
-    let count = events.len() as i64;
-    let last: i64 = tx
-        .query_one(
-            "INSERT INTO feeds (environment_id, last_seq) VALUES ($1, $2)
-             ON CONFLICT (environment_id) DO UPDATE SET last_seq = feeds.last_seq + EXCLUDED.last_seq
-             RETURNING last_seq",
-            &[&env, &count],
-        )
-        .await?
-        .get(0);
-    for (at, appended) in events.iter().enumerate() {
-        let seq = last - count + 1 + at as i64;
-        let event = &appended.event;
-        tx.execute(
-            "INSERT INTO events
-                (environment_id, seq, subscriber_id, is_online, last_online_at, version, at, cause, appended_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                &env,
-                &seq,
-                &event.subscriber_id,
-                &event.is_online,
-                &event.last_online_at.map(millis),
-                &i64::try_from(event.version.0).unwrap_or(i64::MAX),
-                &millis(event.at),
-                &crate::feed::cause_code(event.cause),
-                &millis(appended.appended_at),
-            ],
-        )
-        .await?;
-    }
+    let column = |f: &dyn Fn(&Appended) -> i64| events.iter().map(f).collect::<Vec<i64>>();
+    let subscribers: Vec<&str> = events
+        .iter()
+        .map(|a| a.event.subscriber_id.as_str())
+        .collect();
+    let online: Vec<bool> = events.iter().map(|a| a.event.is_online).collect();
+    let last_online: Vec<Option<i64>> = events
+        .iter()
+        .map(|a| a.event.last_online_at.map(millis))
+        .collect();
+    let causes: Vec<i16> = events
+        .iter()
+        .map(|a| crate::feed::cause_code(a.event.cause))
+        .collect();
+    tx.execute(&tx.prepare_cached("INSERT INTO event_outbox
+            (environment_id, subscriber_id, is_online, last_online_at, version, at, cause, appended_at)
+         SELECT $1, s, o, l, v, a, c, t FROM unnest($2::text[], $3::bool[], $4::bigint[], $5::bigint[], $6::bigint[],
+                                 $7::smallint[], $8::bigint[]) WITH ORDINALITY AS e(s, o, l, v, a, c, t, n)
+         ORDER BY n").await?,
+        &[
+            &env,
+            &subscribers,
+            &online,
+            &last_online,
+            &column(&|a| i64::try_from(a.event.version.0).unwrap_or(i64::MAX)),
+            &column(&|a| millis(a.event.at)),
+            &causes,
+            &column(&|a| millis(a.appended_at)),
+        ],
+    )
+    .await?;
     Ok(())
 }
