@@ -176,13 +176,7 @@ impl PgBackend {
 
     async fn store_key(&self, env: &Environment, secret: &str) -> Result<ApiKeyInfo> {
         let now = self.now();
-        let info = ApiKeyInfo {
-            id: rules::new_id(now)?,
-            organization_id: env.organization_id,
-            environment_id: env.id,
-            hint: secret[secret.len().saturating_sub(4)..].to_owned(),
-            created_at: now,
-        };
+        let info = rules::key_info(env, secret, now)?;
         let digest = rules::key_digest(secret);
         let client = self.client().await?;
         client

@@ -212,6 +212,25 @@ pub fn new_secret() -> Result<String> {
     Ok(id::hex(&raw))
 }
 
+/// The public facts of a new key of `env` for `secret` (its id, its hint:
+/// the last 4 characters), as every backend stores them beside the digest.
+///
+/// # Errors
+/// [`Error::Storage`] if the random source fails.
+pub fn key_info(
+    env: &crate::tenancy::Environment,
+    secret: &str,
+    now: Timestamp,
+) -> Result<crate::tenancy::ApiKeyInfo> {
+    Ok(crate::tenancy::ApiKeyInfo {
+        id: ObjectId::generate(now)?,
+        organization_id: env.organization_id,
+        environment_id: env.id,
+        hint: secret[secret.len().saturating_sub(4)..].to_owned(),
+        created_at: now,
+    })
+}
+
 /// A new id stamped with `now`.
 ///
 /// # Errors

@@ -55,11 +55,7 @@ impl TestServer {
     /// A server on a new database of the PostgreSQL server at `url`.
     fn on_postgres(config: ServerConfig, url: &str) -> TestServer {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = runtime();
         let name = format!(
             "contract_{}_{}",
             std::process::id(),
@@ -105,18 +101,7 @@ impl TestServer {
             let key_b = backend.issue_key(&env_b).await.expect("key B").secret;
             (backend, env_a, env_b, key_a, key_b)
         });
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            runtime
-                .block_on(serve(listener, backend, config, async {
-                    let _ = rx.await;
-                }))
-                .expect("serve");
-        });
+        let (addr, tx, thread) = serve_on(runtime, backend.into(), config);
         TestServer {
             addr,
             sled: None,
@@ -147,24 +132,7 @@ impl TestServer {
         let env_b = store.create_environment(org.id, "B").expect("env B");
         let key_a = store.issue_key(env_a.id).expect("key A").secret;
         let key_b = store.issue_key(env_b.id).expect("key B").secret;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let served = store.clone();
-        let thread = std::thread::spawn(move || {
-            runtime
-                .block_on(serve(listener, served, config, async {
-                    let _ = rx.await;
-                }))
-                .expect("serve");
-        });
+        let (addr, tx, thread) = serve_on(runtime(), store.clone().into(), config);
         TestServer {
             addr,
             sled: Some(store),
@@ -223,6 +191,40 @@ impl TestServer {
         }
         started.elapsed()
     }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Serves `backend` on a new port from a thread of its own until the
+/// sender is used or dropped.
+fn serve_on(
+    runtime: tokio::runtime::Runtime,
+    backend: std::sync::Arc<dyn subscriber_store::Backend>,
+    config: ServerConfig,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        runtime
+            .block_on(serve(listener, backend, config, async {
+                let _ = rx.await;
+            }))
+            .expect("serve");
+    });
+    (addr, tx, thread)
 }
 
 impl Drop for TestServer {

@@ -141,14 +141,7 @@ impl Store {
 
     /// Keeps the digest of `secret` as a key of `env`, durably.
     fn store_key(&self, env: &Environment, secret: &str) -> Result<ApiKeyInfo> {
-        let now = self.now();
-        let info = ApiKeyInfo {
-            id: ObjectId::generate(now)?,
-            organization_id: env.organization_id,
-            environment_id: env.id,
-            hint: secret[secret.len().saturating_sub(4)..].to_owned(),
-            created_at: now,
-        };
+        let info = crate::rules::key_info(env, secret, self.now())?;
         let engine = self.engine()?;
         engine
             .trees
