@@ -86,11 +86,20 @@ impl PgBackend {
             .query(
                 &client
                     .prepare_cached(
-                        "SELECT document FROM subscribers
-                 WHERE environment_id = $1 AND subscriber_id > $2
-                   AND ((is_online AND (lease_deadline IS NULL OR lease_deadline > $3))
-                        OR ($4::bigint IS NOT NULL AND last_online_at >= $4))
-                 ORDER BY subscriber_id LIMIT $5",
+                        // Two index walks, never the environment's rows:
+                        // the online ones in id order (partial index
+                        // subscribers_online) and the window's (index
+                        // subscribers_recent, only with `within`).
+                        "SELECT subscriber_id, document FROM (
+                            (SELECT subscriber_id, document FROM subscribers
+                             WHERE environment_id = $1 AND is_online AND subscriber_id > $2
+                               AND (lease_deadline IS NULL OR lease_deadline > $3)
+                             ORDER BY subscriber_id LIMIT $5)
+                            UNION
+                            (SELECT subscriber_id, document FROM subscribers
+                             WHERE $4::bigint IS NOT NULL AND environment_id = $1
+                               AND last_online_at >= $4 AND subscriber_id > $2)
+                         ) page ORDER BY subscriber_id LIMIT $5",
                     )
                     .await
                     .map_err(|e| self.failed(&e))?,
@@ -100,7 +109,7 @@ impl PgBackend {
             .map_err(|e| self.failed(&e))?;
         let mut subscribers = rows
             .iter()
-            .map(|row| rules::decode_document(row.get::<_, &[u8]>(0)).map(|doc| doc.as_of(now)))
+            .map(|row| rules::decode_document(row.get::<_, &[u8]>(1)).map(|doc| doc.as_of(now)))
             .collect::<Result<Vec<_>>>()?;
         let next = if subscribers.len() > query.limit as usize {
             subscribers.truncate(query.limit as usize);
