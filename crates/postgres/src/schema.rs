@@ -51,11 +51,11 @@ CREATE INDEX subscribers_online ON subscribers (environment_id, subscriber_id)
     WHERE is_online;
 CREATE INDEX subscribers_recent ON subscribers (environment_id, last_online_at)
     WHERE last_online_at IS NOT NULL;
--- record is NULL only inside the transaction that claimed the key.
+-- Written only by the holder of the key's advisory lock (write.rs).
 CREATE TABLE idempotency_records (
     environment_id bytea NOT NULL,
     key text NOT NULL,
-    record bytea,
+    record bytea NOT NULL,
     expires_at bigint NOT NULL,
     PRIMARY KEY (environment_id, key)
 );

@@ -1,7 +1,7 @@
 //! A write as one transaction (SPEC sections 6, 7, 11 across processes):
-//! 1. with an idempotency key, claim it: insert its row (a live row of a
-//!    committed write means replay; a concurrent claimer's uncommitted row
-//!    makes this insert wait for its outcome, so a key executes once);
+//! 1. with an idempotency key, its advisory lock and its record (a live
+//!    record means replay; whoever holds the lock is the key's only
+//!    writer, so a key executes once across processes);
 //! 2. the subscriber's advisory lock (serialises its writers and the
 //!    expirers of every process), then its document;
 //! 3. the store's rule ([`rules::decide`]);
@@ -131,63 +131,46 @@ impl PgBackend {
         let subscriber_id = rules::subscriber_id(&command).to_owned();
         let ttl = self.inner.options.idempotency_ttl;
         // Sent together (tokio-postgres pipelines them, in this order):
-        // the key's claim, the subscriber's lock, its document.
-        let claim_at = self.now();
-        let claim = async {
+        // the key's lock and its record, the subscriber's lock and its
+        // document. Whoever holds a key's lock is the only writer of its
+        // record, and a record read under it is committed: a key executes
+        // once across processes.
+        // Prepared first (once per connection): a statement still being
+        // prepared would otherwise be sent after the ones behind it, and
+        // the document must be read after the lock is granted.
+        let (lock_statement, record_statement, read_statement) = tokio::try_join!(
+            tx.prepare_cached("SELECT pg_advisory_xact_lock($1)"),
+            tx.prepare_cached(
+                "SELECT record, expires_at FROM idempotency_records
+                 WHERE environment_id = $1 AND key = $2"
+            ),
+            tx.prepare_cached(
+                "SELECT document FROM subscribers WHERE environment_id = $1 AND subscriber_id = $2"
+            ),
+        )?;
+        let key_lock_id = once.map(|once| lock_key(&env, &format!("\0key\0{}", once.key)));
+        let key_lock = async {
+            match key_lock_id {
+                Some(id) => tx.execute(&lock_statement, &[&id]).await.map(drop),
+                None => Ok(()),
+            }
+        };
+        let recorded = async {
             match once {
                 Some(once) => tx
-                    .query_opt(&tx.prepare_cached("INSERT INTO idempotency_records (environment_id, key, record, expires_at)
-                         VALUES ($1, $2, NULL, $3)
-                         ON CONFLICT (environment_id, key) DO UPDATE
-                            SET record = NULL, expires_at = EXCLUDED.expires_at
-                            WHERE idempotency_records.expires_at <= $4
-                         RETURNING 1").await?,
-                        &[
-                            &env,
-                            &once.key,
-                            &millis(claim_at.saturating_add(ttl)),
-                            &millis(claim_at),
-                        ],
-                    )
+                    .query_opt(&record_statement, &[&env, &once.key])
                     .await
-                    .map(|row| row.is_some()),
-                None => Ok(true),
+                    .map(|row| row.map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, i64>(1)))),
+                None => Ok(None),
             }
         };
         let lock_id = lock_key(&env, &subscriber_id);
-        let lock = async {
-            tx.execute(
-                &tx.prepare_cached("SELECT pg_advisory_xact_lock($1)")
-                    .await?,
-                &[&lock_id],
-            )
-            .await
-        };
-        let read = async {
-            tx.query_opt(&tx.prepare_cached("SELECT document FROM subscribers WHERE environment_id = $1 AND subscriber_id = $2").await?,
-                &[&env, &subscriber_id],
-            )
-            .await
-        };
-        let (claimed, _, current) = tokio::try_join!(claim, lock, read)?;
-        if let (Some(once), false) = (once, claimed) {
-            // A live record of a committed write.
-            let row = tx
-                .query_one(
-                    &tx.prepare_cached(
-                        "SELECT record FROM idempotency_records
-                     WHERE environment_id = $1 AND key = $2",
-                    )
-                    .await?,
-                    &[&env, &once.key],
-                )
-                .await?;
-            let bytes: Option<Vec<u8>> = row.get(0);
-            let bytes = bytes.ok_or_else(|| {
-                Failed::Store(Error::Corrupt(
-                    "an idempotency record without its outcome".into(),
-                ))
-            })?;
+        let lock = async { tx.execute(&lock_statement, &[&lock_id]).await };
+        let read = async { tx.query_opt(&read_statement, &[&env, &subscriber_id]).await };
+        let ((), found, _, current) = tokio::try_join!(key_lock, recorded, lock, read)?;
+        let live = found.filter(|(_, expires_at)| *expires_at > millis(self.now()));
+        if let (Some(once), Some((bytes, _))) = (once, live) {
+            // The record of a committed write: its answer again.
             let (fingerprint, _, executed) = rules::replay(&bytes)?;
             if fingerprint != once.fingerprint {
                 return Ok(Ended::Refused(Error::IdempotencyKeyReused));
@@ -252,8 +235,10 @@ impl PgBackend {
                 Some((once, bytes)) => tx
                     .execute(
                         &tx.prepare_cached(
-                            "UPDATE idempotency_records SET record = $3, expires_at = $4
-                         WHERE environment_id = $1 AND key = $2",
+                            "INSERT INTO idempotency_records (environment_id, key, record, expires_at)
+                         VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (environment_id, key) DO UPDATE
+                            SET record = EXCLUDED.record, expires_at = EXCLUDED.expires_at"
                         )
                         .await?,
                         &[&env, &once.key, bytes, &millis(now.saturating_add(ttl))],
