@@ -2,8 +2,11 @@
 # Runs every benchmark and writes BENCHMARKS.md (and benches/durable.png).
 # Peers run in the same script on the same machine; read the ratios, not the
 # absolute figures: these machines are noisy and have 2 cores.
-#   benches/run.sh            full run (about 19 minutes after the build)
+#   benches/run.sh            full run (about 21 minutes after the build)
 #   QUICK=1 benches/run.sh    shorter runs, for trying the script
+#   ONLY=postgres benches/run.sh   only the PostgreSQL section (QUICK=1 too):
+#                             its markdown on stdout; BENCHMARKS.md and the
+#                             plots are left as they are
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,21 +14,42 @@ if ! command -v wrk >/dev/null || ! command -v gnuplot >/dev/null \
     || ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
     apt-get update -qq && apt-get install -y -qq wrk gnuplot-nox redis-server redis-tools >/dev/null
 fi
-cargo build --release --locked -p subscriber-bench -p subscriberd 2>&1 | tail -1
+# PostgreSQL's server binaries (initdb, pg_ctl, pgbench, psql), as
+# scripts/test finds them (Debian's package postgresql, which it installs).
+pg_bin=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -1)
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/pgbench" ]; then
+    echo "benches/run.sh: PostgreSQL is not installed (Debian's package postgresql; scripts/test installs it)" >&2
+    exit 1
+fi
+case ${ONLY:-} in
+    '' | postgres) ;;
+    *) echo "benches/run.sh: ONLY=postgres is the only choice" >&2; exit 1 ;;
+esac
+cargo build --release --locked -p subscriber-bench -p subscriberd 2>&1 | tail -1 >&2
 
 bin=target/release
 work=$(mktemp -d "${TMPDIR:-/tmp}/subscriberd-bench.XXXXXX")
 export BENCH_DIR="$work"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# The PostgreSQL section's cluster (a directory of its own, the postgres
+# user's when root: initdb refuses root), stopped and removed by cleanup.
+pg_dir=
+as_postgres=()
+if [ "$(id -u)" -eq 0 ]; then as_postgres=(runuser -u postgres --); fi
+pg_stop() {
+    (cd "$pg_dir" && "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1) || true
+    rm -rf "$pg_dir"
+    pg_dir=
+}
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    if [ -n "$pg_dir" ]; then pg_stop; fi
+    rm -rf "$work"
+}
 trap cleanup EXIT
 
 if [ -n "${QUICK:-}" ]; then secs=1; reps=1; wrk_secs=3; n=20000; else secs=2; reps=3; wrk_secs=10; n=100000; fi
 key=bench-key-0123456789abcdef
-
-embedded=$("$bin/embedded" "$n" "$secs" "$reps")
-durable=$("$bin/durable" "$n" "$((secs + 1))" --csv "$work/durable.csv")
-scale=$("$bin/scale" "$((secs + 1))")
 
 # HTTP: start a server in the background (in this shell, so its pid is
 # kept), wait for "listening on http://ADDR" in its log.
@@ -42,10 +66,12 @@ start() {
 }
 addr_of() { grep -o "listening on http://[0-9.:]*" "$1" | head -1 | sed 's/.*http:\/\///'; }
 
-# One wrk run (of wrk_secs, or $3 seconds): prints "requests/s p50_ms p99_ms non2xx".
+# One wrk run: prints "requests/s p50_ms p99_ms non2xx". load ADDR MODE
+# [SECONDS [CONNECTIONS [SUBSCRIBERS [SCRIPT]]]], by default wrk_secs, 64,
+# n and benches/wrk.lua.
 load() {
-    local addr=$1 mode=$2 secs=${3:-$wrk_secs} out
-    out=$(KEY=$key SUBSCRIBERS=$n MODE=$mode wrk -t2 -c64 -d"${secs}s" --latency -s benches/wrk.lua "http://$addr")
+    local addr=$1 mode=$2 secs=${3:-$wrk_secs} conns=${4:-64} subs=${5:-$n} script=${6:-benches/wrk.lua} out
+    out=$(KEY=$key SUBSCRIBERS=$subs MODE=$mode wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$script" "http://$addr")
     echo "$out" | awk '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
         /Requests\/sec/ { rps = $2 }
@@ -54,6 +80,22 @@ load() {
         /Non-2xx/ { bad = $NF }
         END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad + 0 }'
 }
+# The median of each column of runs ("requests/s p50 p99 non2xx" lines).
+runs_median() {
+    local col out=()
+    for col in 1 2 3 4; do
+        out+=("$(printf '%s' "$1" | awk -v c=$col 'NF { print $c }' | sort -g \
+            | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')")
+    done
+    echo "${out[*]}"
+}
+
+# ONLY=postgres: skip to the PostgreSQL section (not indented below).
+if [ "${ONLY:-}" != postgres ]; then
+
+embedded=$("$bin/embedded" "$n" "$secs" "$reps")
+durable=$("$bin/durable" "$n" "$((secs + 1))" --csv "$work/durable.csv")
+scale=$("$bin/scale" "$((secs + 1))")
 
 declare -A result
 start "$work/fixed.log" "$bin/fixed_server" 127.0.0.1:0
@@ -213,15 +255,6 @@ for rep in $(seq 1 "$feed_reps"); do
     done
 done
 for feed in on off; do kill "${feed_pid[$feed]}"; wait "${feed_pid[$feed]}" 2>/dev/null || true; done
-# The median of each column of runs ("requests/s p50 p99 non2xx" lines).
-runs_median() {
-    local col out=()
-    for col in 1 2 3 4; do
-        out+=("$(printf '%s' "$1" | awk -v c=$col 'NF { print $c }' | sort -g \
-            | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')")
-    done
-    echo "${out[*]}"
-}
 feed_http_table() {
     local on_rps on_p50 on_p99 on_bad off_rps off_p50 off_p99 off_bad ratio
     read -r on_rps on_p50 on_p99 on_bad <<<"$(runs_median "${feed_runs[on]}")"
@@ -410,6 +443,302 @@ versus_table() {
 versus=$(versus_table)
 # --- end: subscriberd bench against wrk -----------------------------------
 
+fi
+# --- end of what ONLY=postgres skips ---------------------------------------
+
+# --- PostgreSQL backend (issue 14) -----------------------------------------
+# One cluster of its own (initdb in a temporary directory, a free loopback
+# port; fsync and synchronous_commit left at their defaults, on;
+# pg_stat_statements loaded), two databases: anchor for pgbench, presence
+# for subscriberd. Each rep runs, the order swapped every rep: (a) pgbench
+# -c 64 -j 2 of benches/pg-tx.sql, the keyed presence write as one would
+# write it by hand, over 2,000 documents; (b) one fresh subscriberd
+# (--pool-size 32) under wrk -c64 keyed over 2,000 subscribers; (c) two
+# fresh subscriberd on the same database, wrk -c32 against each at once.
+# Around (a) and (b), the database's own counters, read once the run's
+# connections are gone (an exiting backend flushes its statistics): its
+# commits and rollbacks (pg_stat_database), WAL bytes and syncs
+# (pg_stat_wal), the CPU of its backends (the postmaster's reaped
+# children); around (b) also the statements (pg_stat_statements, reset
+# before each) and the server's CPU (/proc, before it stops). Medians.
+if [ -n "${QUICK:-}" ]; then pg_reps=1; else pg_reps=3; fi
+pg_secs=$wrk_secs pg_n=2000 pg_pool=32
+pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/subscriberd-bench-pg.XXXXXX")
+chmod 755 "$pg_dir"
+if [ "$(id -u)" -eq 0 ]; then chown postgres "$pg_dir"; fi
+(cd "$pg_dir" && "${as_postgres[@]}" "$pg_bin/initdb" -D "$pg_dir/data" --auth=trust -U postgres --no-sync -E UTF8 --locale=C >/dev/null)
+(cd "$pg_dir" && "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w start \
+    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_preload_libraries=pg_stat_statements" >/dev/null)
+pg_sql() { "$pg_bin/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres "$@"; }
+pg_sql -d postgres -c "CREATE DATABASE anchor" -c "CREATE DATABASE presence" -c "CREATE EXTENSION pg_stat_statements"
+pg_sql -d anchor <<SQL
+CREATE TABLE bench_records (key text PRIMARY KEY, record text NOT NULL, expires_at bigint NOT NULL);
+CREATE TABLE bench_docs (id int PRIMARY KEY, version bigint NOT NULL, doc text NOT NULL);
+INSERT INTO bench_docs SELECT i, 0, repeat('d', 300) FROM generate_series(1, $pg_n) i;
+VACUUM ANALYZE bench_docs;
+SQL
+pg_url="postgres://postgres@127.0.0.1:$pg_port/presence"
+pg_tck=$(getconf CLK_TCK)
+# "commits rollbacks wal_bytes wal_syncs cpu_ticks": database $1's, the
+# cluster's WAL, and the CPU of the postmaster's reaped children (the
+# backends and autovacuum workers that have exited).
+pg_counters() {
+    echo "$(pg_sql -d postgres -F ' ' -c "SELECT d.xact_commit, d.xact_rollback, w.wal_bytes, w.wal_sync
+        FROM pg_stat_database d, pg_stat_wal w WHERE d.datname = '$1'")" \
+        "$(awk '{ print $16 + $17 }' "/proc/$(head -1 "$pg_dir/data/postmaster.pid")/stat")"
+}
+# Waits until no client is connected to database $1 (their backends have
+# flushed their statistics and exited).
+pg_quiet() {
+    for _ in $(seq 1 100); do
+        [ "$(pg_sql -d postgres -c "SELECT count(*) FROM pg_stat_activity
+            WHERE backend_type = 'client backend' AND datname = '$1'")" = 0 ] && break
+        sleep 0.1
+    done
+    sleep 0.2
+}
+# The differences of two pg_counters lines.
+pg_delta() { awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x); split(b, y); for (i = 1; i <= n; i++) printf "%s%.0f", (i > 1 ? " " : ""), y[i] - x[i]; print "" }'; }
+# A fresh subscriberd on the presence database (log $work/pg-$1.log).
+pg_serve() {
+    rm -f "$work/pg-$1.log"
+    start "$work/pg-$1.log" "$bin/subscriberd" serve --listen 127.0.0.1:0 --backend postgres \
+        --database-url "$pg_url" --pool-size "$pg_pool" --api-key "$key"
+}
+pg_halt() { kill "$1"; wait "$1" 2>/dev/null || true; }
+# A counter of a server's /metrics (0 if absent).
+pg_metric() { curl -s "http://$1/metrics" | awk -v m="$2" '$1 == m { v = $2 } END { printf "%d\n", v }'; }
+# The subscribers, created once through a server (an existing one is left).
+pg_serve setup
+"$bin/subscriberd" bench --url "http://$(addr_of "$work/pg-setup.log")" --api-key "$key" --workload read \
+    --subscribers "$pg_n" --id-prefix subscriber- --requests 1 >/dev/null
+pg_halt "${pids[-1]}"
+# The second wrk of a two-server run: wrk.lua's thread seeds come from the
+# main state's unseeded generator, the same in every wrk process, so two
+# started in the same second would send the same idempotency keys (the
+# second server would answer replays); seeded first, its keys differ.
+printf 'math.randomseed(14)\ndofile("benches/wrk.lua")\n' >"$work/wrk-second.lua"
+
+declare -A pg_runs
+pg_anchor_cost= pg_one_cost= pg_replays=0
+: >"$work/pg-statements.tsv"
+pg_anchor_run() {
+    local before out
+    pg_quiet anchor
+    before=$(pg_counters anchor)
+    out=$("$pg_bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -n -c 64 -j 2 -T "$pg_secs" \
+        -D rows="$pg_n" -f benches/pg-tx.sql anchor 2>&1)
+    pg_quiet anchor
+    # "tps latency_avg_ms failed processed"
+    pg_runs[anchor]+="$(awk '/^tps = / { tps = $3 } /^latency average/ { lat = $4 }
+        /^number of failed/ { bad = $5 } /actually processed/ { n = $NF }
+        END { printf "%.0f %.2f %d %d\n", tps, lat, bad, n }' <<<"$out")"$'\n'
+    pg_anchor_cost+="$(awk '/actually processed/ { print $NF }' <<<"$out") $(pg_delta "$before" "$(pg_counters anchor)")"$'\n'
+}
+pg_one_run() {
+    local before pid addr out acked server
+    pg_sql -d postgres -c "SELECT pg_stat_statements_reset()" >/dev/null
+    before=$(pg_counters presence)
+    pg_serve one
+    pid=${pids[-1]}
+    addr=$(addr_of "$work/pg-one.log")
+    out=$(load "$addr" keyed "$pg_secs" 64 "$pg_n")
+    acked=$(pg_metric "$addr" 'subscriberd_writes_total{kind="keyed"}')
+    server=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    pg_halt "$pid"
+    pg_quiet presence
+    pg_runs[one]+="$out"$'\n'
+    pg_one_cost+="$acked $(pg_delta "$before" "$(pg_counters presence)") $server"$'\n'
+    pg_sql -d postgres -F $'\t' -c "SELECT s.calls, regexp_replace(s.query, '\s+', ' ', 'g')
+        FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+        WHERE d.datname = 'presence'" >>"$work/pg-statements.tsv"
+}
+pg_two_run() {
+    local pa pb a b wa wb
+    pg_serve two-a
+    pa=${pids[-1]}
+    a=$(addr_of "$work/pg-two-a.log")
+    pg_serve two-b
+    pb=${pids[-1]}
+    b=$(addr_of "$work/pg-two-b.log")
+    load "$a" keyed "$pg_secs" 32 "$pg_n" >"$work/pg-two-a.out" &
+    wa=$!
+    load "$b" keyed "$pg_secs" 32 "$pg_n" "$work/wrk-second.lua" >"$work/pg-two-b.out" &
+    wb=$!
+    wait "$wa" "$wb"
+    pg_replays=$((pg_replays + $(pg_metric "$a" 'subscriberd_writes_total{kind="replay"}') \
+        + $(pg_metric "$b" 'subscriberd_writes_total{kind="replay"}')))
+    pg_halt "$pa"
+    pg_halt "$pb"
+    pg_quiet presence
+    # The sum of the rates and errors, the worse of the two latencies.
+    pg_runs[two]+="$(cat "$work/pg-two-a.out" "$work/pg-two-b.out" | awk '
+        { rps += $1; if ($2 > p50) p50 = $2; if ($3 > p99) p99 = $3; bad += $4 }
+        END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad }')"$'\n'
+}
+for rep in $(seq 1 "$pg_reps"); do
+    if [ $((rep % 2)) -eq 1 ]; then order="anchor one two"; else order="two one anchor"; fi
+    for run in $order; do "pg_${run}_run"; done
+done
+pg_version=$(pg_sql -d postgres -c "SHOW server_version" | awk '{ print $1 }')
+pg_sizes=$(pg_sql -d presence -c "SELECT format('%s bytes and its records %s',
+    (SELECT round(avg(length(document))) FROM subscribers),
+    (SELECT round(avg(length(record))) FROM idempotency_records WHERE record IS NOT NULL))")
+pg_settings=$(pg_sql -d postgres -c "SELECT format('fsync %s, synchronous_commit %s, full_page_writes %s, wal_level %s, shared_buffers %s, max_wal_size %s',
+    current_setting('fsync'), current_setting('synchronous_commit'), current_setting('full_page_writes'),
+    current_setting('wal_level'), current_setting('shared_buffers'), current_setting('max_wal_size'))")
+pg_stop
+
+# The first column of each run, in run order.
+pg_list() { printf '%s' "$1" | awk 'NF { printf "%s%s", sep, $1; sep = ", " }'; }
+# Column sums of cost lines.
+pg_sums() { printf '%s' "$1" | awk 'NF { for (i = 1; i <= NF; i++) s[i] += $i; n = NF }
+    END { for (i = 1; i <= n; i++) printf "%s%.0f", (i > 1 ? " " : ""), s[i]; print "" }'; }
+read -r pa_tps pa_lat pa_bad _ <<<"$(runs_median "${pg_runs[anchor]}")"
+read -r p1_rps p1_p50 p1_p99 p1_bad <<<"$(runs_median "${pg_runs[one]}")"
+read -r p2_rps p2_p50 p2_p99 p2_bad <<<"$(runs_median "${pg_runs[two]}")"
+read -r ca_n ca_commits ca_rollbacks ca_wal ca_syncs ca_ticks <<<"$(pg_sums "$pg_anchor_cost")"
+read -r c1_n c1_commits c1_rollbacks c1_wal c1_syncs c1_ticks c1_server <<<"$(pg_sums "$pg_one_cost")"
+pg_calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+pg_one_ratio=$(pg_calc %.2f "$p1_rps / $pa_tps")
+pg_two_ratio=$(pg_calc %.2f "$p2_rps / $p1_rps")
+pg_tpr=$(pg_calc %.3f "$c1_commits / $c1_n")
+pg_spr=$(awk -F '\t' -v n="$c1_n" '{ s += $1 } END { printf "%.2f", s / n }' "$work/pg-statements.tsv")
+pg_db_ms=$(pg_calc %.3f "1000 * $c1_ticks / $pg_tck / $c1_n")
+pg_srv_ms=$(pg_calc %.3f "1000 * $c1_server / $pg_tck / $c1_n")
+pa_db_ms=$(pg_calc %.3f "1000 * $ca_ticks / $pg_tck / $ca_n")
+pg_table() {
+    echo "| $pg_n rows, 64 connections in all | per second (median) | runs | latency (ms) | non-2xx / failed | ÷ pgbench |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| pgbench -c 64 -j 2, benches/pg-tx.sql (tps) | $pa_tps | $(pg_list "${pg_runs[anchor]}") | average $pa_lat | $pa_bad | 1.00x |"
+    echo "| subscriberd, 1 server, --pool-size $pg_pool, wrk -c64 keyed (requests/s) | $p1_rps | $(pg_list "${pg_runs[one]}") | p50 $p1_p50, p99 $p1_p99 | $p1_bad | ${pg_one_ratio}x |"
+    echo "| subscriberd, 2 servers, --pool-size $pg_pool each, wrk -c32 against each (sum, requests/s) | $p2_rps | $(pg_list "${pg_runs[two]}") | p50 $p2_p50, p99 $p2_p99 (the worse server) | $p2_bad | $(pg_calc %.2f "$p2_rps / $pa_tps")x |"
+    echo
+    if awk "BEGIN { exit !($p1_rps >= 0.5 * $pa_tps) }"; then
+        echo "Target one server >= 0.50x pgbench of the hand-written transaction: ${pg_one_ratio}x, met."
+    else
+        echo "Target one server >= 0.50x pgbench of the hand-written transaction: ${pg_one_ratio}x, **missed**."
+    fi
+    echo
+    if awk "BEGIN { exit !($p2_rps >= 0.9 * $p1_rps) }"; then
+        echo "Target two servers on the database >= 0.90x one server: ${pg_two_ratio}x, met."
+    else
+        echo "Target two servers on the database >= 0.90x one server: ${pg_two_ratio}x, **missed**."
+    fi
+}
+pg_cost_table() {
+    echo "| per unit of work | subscriberd, 1 server: per acknowledged keyed PATCH | pgbench: per transaction |"
+    echo "|---|---:|---:|"
+    echo "| round trips, by design | 4: BEGIN; [claim INSERT, advisory lock, SELECT document]; [UPSERT document, UPDATE record, INSERT outbox]; COMMIT (brackets: pipelined) | 4: BEGIN, INSERT, UPDATE, END, each awaited |"
+    echo "| commits (pg_stat_database.xact_commit) | $pg_tpr | $(pg_calc %.3f "$ca_commits / $ca_n") |"
+    echo "| statements (pg_stat_statements calls) | $pg_spr | 4 |"
+    echo "| WAL bytes (pg_stat_wal) | $(pg_calc %.0f "$c1_wal / $c1_n") | $(pg_calc %.0f "$ca_wal / $ca_n") |"
+    echo "| WAL syncs per commit (pg_stat_wal) | $(pg_calc %.3f "$c1_syncs / $c1_commits") | $(pg_calc %.3f "$ca_syncs / $ca_commits") |"
+    echo "| PostgreSQL backends' CPU (ms) | $pg_db_ms | $pa_db_ms |"
+    echo "| server CPU (ms) | $pg_srv_ms | |"
+    echo "| units counted (rollbacks) | $c1_n ($c1_rollbacks) | $ca_n ($ca_rollbacks) |"
+}
+# Calls per acknowledged request by statement, the busiest first; those
+# under 0.01 each together.
+pg_statements_table() {
+    echo "| statement (one-server runs) | calls per request |"
+    echo "|---|---:|"
+    awk -F '\t' '{ calls[$2] += $1 } END { for (q in calls) printf "%d\t%s\n", calls[q], q }' "$work/pg-statements.tsv" \
+        | sort -t $'\t' -k1,1nr | awk -F '\t' -v n="$c1_n" '
+            $1 / n >= 0.01 {
+                q = $2; gsub(/\|/, "\\|", q); if (length(q) > 90) q = substr(q, 1, 87) "..."
+                printf "| `%s` | %.3f |\n", q, $1 / n; next
+            }
+            { rest += $1; others++ }
+            END { if (others) printf "| %d others (sequencer rounds, housekeeping, gauges, key lookups, start) | %.3f |\n", others, rest / n }'
+}
+# Bullets, one a line, wrapped at 76 columns.
+pg_wrap() {
+    awk '{ n = split($0, w, " "); line = ""
+           for (i = 1; i <= n; i++) {
+               if (line != "" && length(line) + 1 + length(w[i]) > 76) { print line; line = "  " w[i] }
+               else line = (line == "" ? w[i] : line " " w[i])
+           }
+           print line }'
+}
+pg_derived() {
+    local cores db_share srv_share per_db_core
+    cores=$(nproc)
+    db_share=$(pg_calc %.0f "100 * $c1_ticks / $pg_tck / ($pg_reps * $pg_secs * $cores)")
+    srv_share=$(pg_calc %.0f "100 * $c1_server / $pg_tck / ($pg_reps * $pg_secs * $cores)")
+    per_db_core=$(pg_calc %.0f "1000 / $pg_db_ms")
+    {
+        echo "- One server here: $p1_rps requests/s x $pg_tpr commits = $(pg_calc %.0f "$p1_rps * $pg_tpr")" \
+            "commits/s and $(pg_calc %.0f "$p1_rps * $pg_spr") statements/s at the database. N servers at" \
+            "R requests/s each need from it N x R x $pg_tpr commits/s, N x R x $pg_spr statements/s," \
+            "N x R x $(pg_calc %.0f "$c1_wal / $c1_n") bytes/s of WAL and N x $pg_pool connections (max_connections)."
+        echo "- CPU per request: PostgreSQL's backends $pg_db_ms ms (the hand-written transaction:" \
+            "$pa_db_ms ms), the server $pg_srv_ms ms. During the one-server runs the backends took" \
+            "${db_share}% of this $cores-core machine's CPU time and the server ${srv_share}%; wrk, the kernel" \
+            "and PostgreSQL's background processes the rest. On machines of their own, one server" \
+            "core carries about $(pg_calc %.0f "1000 / $pg_srv_ms") requests/s and one database core about" \
+            "$per_db_core: N servers reach N x one server's rate until the database's cores run out," \
+            "at about $per_db_core requests/s per database core; past that, its WAL flushes" \
+            "(here $(pg_calc %.3f "$c1_syncs / $c1_commits") syncs per commit with $pg_pool connections, group commit)."
+        echo "- Two servers on this machine share the same $cores cores, so their sum (${pg_two_ratio}x one" \
+            "server) measures what running two on one database costs here (their per-subscriber" \
+            "advisory locks, two sequencers taking the feed row in turn, a second server process and" \
+            "wrk on the same cores), not scaling."
+    } | pg_wrap
+}
+postgres_table=$(pg_table)
+postgres_cost=$(pg_cost_table)
+postgres_statements=$(pg_statements_table)
+postgres_derived=$(pg_derived)
+postgres=$(cat <<MD
+## PostgreSQL backend
+
+\`subscriberd serve --backend postgres\` (issue 14): every write one
+transaction on a database any number of servers share. Targets: keyed
+PATCH over HTTP, one server, >= 0.5x pgbench of the transaction one would
+write by hand for it; two servers on the same database >= 0.9x one.
+
+One PostgreSQL $pg_version cluster of the script's own on this machine
+(initdb's defaults but max_connections 400 and pg_stat_statements loaded:
+$pg_settings; every commit is flushed to disk before it returns), two
+databases. The anchor: \`pgbench -c 64 -j 2 -T $pg_secs -n -f benches/pg-tx.sql\`:
+BEGIN; INSERT of a fresh key and a 300-byte record; UPDATE of one of $pg_n
+300-byte documents (version + 1); END. Ours: one subscriberd
+(\`--backend postgres --pool-size $pg_pool\`, a fresh process each run) with $pg_n
+subscribers, \`MODE=keyed\` of benches/wrk.lua (\`wrk -t2 -c64 -d${pg_secs}s\`): a
+fresh idempotency key per request; its documents average $pg_sizes.
+Two servers: two such processes on the same database, \`wrk -t2 -c32\`
+against each at once. Runs: $pg_reps of each, in the order
+pgbench, one, two, then reversed; medians. Idempotency replays in the
+two-server runs (there should be none): $pg_replays.
+
+$postgres_table
+
+Database work per request, from the database's own counters over the
+one-server runs (and the pgbench runs): deltas of \`pg_stat_database\` (the
+presence database's commits: the writes' and the background tasks': the
+sequencer moving outbox events to the feed in batches, lease expiry,
+purges, gauges) and \`pg_stat_wal\`, read once the run's connections have
+closed; the CPU of PostgreSQL's backends (the postmaster's exited children:
+backends and autovacuum workers; not the WAL writer or checkpointer). The
+rollbacks: the writes in flight when wrk closes its connections (the
+request is dropped, its transaction rolled back) and the housekeeping's
+event purge when it finds nothing to purge.
+
+$postgres_cost
+
+$postgres_statements
+
+$postgres_derived
+MD
+)
+# --- end: PostgreSQL backend -----------------------------------------------
+if [ "${ONLY:-}" = postgres ]; then
+    printf '%s\n' "$postgres"
+    exit 0
+fi
+
 machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), Linux $(uname -r), disk $(df --output=source "$work" | tail -1)"
 cat > BENCHMARKS.md <<MD
 # Benchmarks
@@ -580,6 +909,8 @@ CPU and show here. Target: bench >= 90% of wrk. The latencies are each
 tool's first run.
 
 $versus
+
+$postgres
 
 ## Reading the results
 
