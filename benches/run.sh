@@ -630,7 +630,7 @@ pg_table() {
 pg_cost_table() {
     echo "| per unit of work | subscriberd, 1 server: per acknowledged keyed PATCH | pgbench: per transaction |"
     echo "|---|---:|---:|"
-    echo "| round trips, by design | 4: BEGIN; [claim INSERT, advisory lock, SELECT document]; [UPSERT document, UPDATE record, INSERT outbox]; COMMIT (brackets: pipelined) | 4: BEGIN, INSERT, UPDATE, END, each awaited |"
+    echo "| round trips, by design | 4: BEGIN; [key lock, SELECT record, subscriber lock, SELECT document]; [UPSERT document, UPSERT record, INSERT outbox]; COMMIT (brackets: pipelined) | 4: BEGIN, INSERT, UPDATE, END, each awaited |"
     echo "| commits (pg_stat_database.xact_commit) | $pg_tpr | $(pg_calc %.3f "$ca_commits / $ca_n") |"
     echo "| statements (pg_stat_statements calls) | $pg_spr | 4 |"
     echo "| WAL bytes (pg_stat_wal) | $(pg_calc %.0f "$c1_wal / $c1_n") | $(pg_calc %.0f "$ca_wal / $ca_n") |"
