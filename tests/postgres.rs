@@ -676,3 +676,68 @@ fn leases_expire_once_across_servers() {
         "stored versions"
     );
 }
+
+/// Retention on the postgres backend: events older than
+/// `--event-retention-secs` are purged by the housekeeping (every 5 s), a
+/// cursor before them (also `after=0`) is then 410, and the reader that
+/// kept up reads on.
+#[test]
+fn old_events_are_purged_and_older_cursors_are_410() {
+    let Some(pg) = PgCluster::start() else { return };
+    let url = pg.create_database("t_retention");
+    let server = serve(&url, KEY, None, &["--event-retention-secs", "1"]);
+    create(server.addr, KEY, "r");
+    for online in [true, false, true] {
+        let reply = call(
+            server.addr,
+            KEY,
+            "PATCH",
+            "/v1/subscribers/r/online-status",
+            &[],
+            Some(&format!("{{\"isOnline\":{online}}}")),
+        );
+        assert_eq!(reply.status, 200, "{}", text(&reply));
+    }
+    let events = feed(server.addr, KEY);
+    assert_eq!(events.len(), 3);
+    let last = events[2]["seq"].as_str().expect("seq").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = call(
+            server.addr,
+            KEY,
+            "GET",
+            "/v1/presence/events?after=0",
+            &[],
+            None,
+        );
+        if reply.status == 410 {
+            let error = reply.json();
+            assert_eq!(error["statusCode"], 410, "{error}");
+            break;
+        }
+        assert_eq!(reply.status, 200, "{}", text(&reply));
+        assert!(Instant::now() < deadline, "20 s on, nothing was purged");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(pg.sql("t_retention", "SELECT count(*) FROM events"), "0");
+    // The reader that read everything reads on, and sees the next change.
+    let path = format!("/v1/presence/events?after={last}");
+    let reply = call(server.addr, KEY, "GET", &path, &[], None);
+    assert_eq!(reply.status, 200, "{}", text(&reply));
+    assert_eq!(reply.data()["events"], serde_json::json!([]));
+    let reply = call(
+        server.addr,
+        KEY,
+        "PATCH",
+        "/v1/subscribers/r/online-status",
+        &[],
+        Some("{\"isOnline\":false}"),
+    );
+    assert_eq!(reply.status, 200, "{}", text(&reply));
+    let reply = call(server.addr, KEY, "GET", &path, &[], None);
+    assert_eq!(reply.status, 200, "{}", text(&reply));
+    let next = reply.data()["events"].clone();
+    assert_eq!(next.as_array().map(Vec::len), Some(1), "{next}");
+    assert_eq!(next[0]["isOnline"], false);
+}
