@@ -20,6 +20,7 @@ use subscriber_store::{
 use tokio::sync::watch;
 
 use crate::PgBackend;
+use crate::write::time_of;
 
 /// How often this process looks for new events while someone waits.
 const POLL: Duration = Duration::from_millis(20);
@@ -43,10 +44,6 @@ fn cause_of(code: i16) -> Result<EventCause> {
 
 fn seq_of(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
-}
-
-fn time_of(n: i64) -> Timestamp {
-    Timestamp::from_millis(u64::try_from(n).unwrap_or(0))
 }
 
 /// The newest seq each environment's readers wait past, per process: one
@@ -136,11 +133,8 @@ pub(crate) async fn watch(backend: PgBackend) {
         };
         for row in rows {
             let env: &[u8] = row.get(0);
-            if let Ok(bytes) = <[u8; 12]>::try_from(env) {
-                backend
-                    .inner
-                    .feeds
-                    .publish(rules::id_from_bytes(bytes), seq_of(row.get(1)));
+            if let Ok(env) = crate::reads::id(env) {
+                backend.inner.feeds.publish(env, seq_of(row.get(1)));
             }
         }
     }

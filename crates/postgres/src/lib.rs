@@ -174,13 +174,17 @@ pub async fn migrate(url: &str) -> std::result::Result<Vec<i32>, StartError> {
 }
 
 fn unreachable(url: &str, e: &deadpool_postgres::PoolError) -> StartError {
-    let cause = match e {
-        deadpool_postgres::PoolError::Backend(e) => error::describe(e),
-        other => other.to_string(),
-    };
     StartError::Unreachable {
         hosts: hosts_of(url),
-        cause,
+        cause: pool_error(e),
+    }
+}
+
+/// What a pool that could not hand out a connection says.
+fn pool_error(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => error::describe(e),
+        other => other.to_string(),
     }
 }
 
@@ -257,12 +261,7 @@ impl PgBackend {
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.inner.pool.get().await.map_err(|e| {
             self.inner.options.observer.storage_error();
-            subscriber_store::Error::Storage(match e {
-                deadpool_postgres::PoolError::Backend(e) => {
-                    format!("database unreachable: {}", error::describe(&e))
-                }
-                other => format!("database unreachable: {other}"),
-            })
+            subscriber_store::Error::Storage(format!("database unreachable: {}", pool_error(&e)))
         })
     }
 

@@ -9,11 +9,7 @@ use subscriber_store::{
 
 use crate::PgBackend;
 use crate::reads::id;
-use crate::write::millis;
-
-fn time_of(n: i64) -> subscriber_store::Timestamp {
-    subscriber_store::Timestamp::from_millis(u64::try_from(n).unwrap_or(0))
-}
+use crate::write::{millis, time_of};
 
 impl PgBackend {
     /// Creates an organization.

@@ -296,6 +296,11 @@ impl From<Error> for Failed {
     }
 }
 
+/// A timestamp column back (ms since the epoch).
+pub(crate) fn time_of(n: i64) -> Timestamp {
+    Timestamp::from_millis(u64::try_from(n).unwrap_or(0))
+}
+
 /// A timestamp as the tables keep it (ms since the epoch, bigint).
 pub(crate) fn millis(t: Timestamp) -> i64 {
     i64::try_from(t.as_millis()).unwrap_or(i64::MAX)

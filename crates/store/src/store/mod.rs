@@ -19,7 +19,6 @@ use crate::command::Command;
 use crate::config::{Config, Durability};
 use crate::engine::{Engine, open_engine, probe, read, sync_engine};
 use crate::error::{Entity, Error, Result};
-use crate::id::ObjectId;
 use crate::idempotency::{Executed, Idempotency};
 use crate::layout::{self};
 use crate::precondition::Precondition;
@@ -407,11 +406,7 @@ impl Store {
     /// Validates a command and computes what its write needs before any
     /// lock is taken: the document's key and an id for a create.
     pub(crate) fn prepare(&self, tenant: &Tenant, command: &Command) -> Result<Prepared> {
-        command.validate()?;
-        let fresh_id = match command {
-            Command::Upsert { .. } => ObjectId::generate(self.now())?,
-            _ => ObjectId::from_bytes([0; 12]),
-        };
+        let fresh_id = crate::rules::prepare(command, self.now())?;
         let doc_key = layout::subscriber_key(tenant.environment_id(), command.subscriber_id());
         Ok(Prepared { doc_key, fresh_id })
     }

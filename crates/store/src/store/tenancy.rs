@@ -160,9 +160,7 @@ impl Store {
     /// characters, or when it is already a key of another environment;
     /// [`Error::NotFound`] if the environment does not exist; [`Error::Storage`].
     pub fn add_key(&self, environment: ObjectId, secret: &str) -> Result<ApiKeyInfo> {
-        if !(16..=255).contains(&secret.len()) || !secret.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::invalid(Field::ApiKey, InputProblem::BadSecret));
-        }
+        crate::rules::check_secret(secret)?;
         let env = self.environment(environment)?;
         if let Some(bytes) = self
             .engine()?
