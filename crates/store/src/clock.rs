@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, UTC.
 ///
@@ -59,8 +59,35 @@ impl fmt::Display for Timestamp {
 
 /// A source of the current time. The store reads time only through this.
 pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current instant.
+    /// The current instant by the wall clock (it may step either way).
     fn now(&self) -> Timestamp;
+
+    /// Time elapsed since a fixed origin of this process, as the process
+    /// measures it: never steps back or jumps when the wall clock is set.
+    /// Lease deadlines held by a running store follow it (SPEC section 10).
+    /// The default reads the system's monotonic clock.
+    fn monotonic(&self) -> Duration {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed()
+    }
+}
+
+/// One reading of both clocks, taken together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Now {
+    /// The wall clock: what timestamps say.
+    pub wall: Timestamp,
+    /// The monotonic clock: what lease deadlines follow.
+    pub mono: Duration,
+}
+
+impl Now {
+    pub(crate) fn of(clock: &dyn Clock) -> Now {
+        Now {
+            wall: clock.now(),
+            mono: clock.monotonic(),
+        }
+    }
 }
 
 /// The real wall clock.
@@ -77,6 +104,9 @@ impl Clock for SystemClock {
 }
 
 /// A clock that moves only when told to; clones share the same time.
+/// [`advance`](ManualClock::advance) is time passing (both the wall and
+/// the monotonic clock move); [`set`](ManualClock::set) is the wall clock
+/// being stepped (the monotonic clock stays).
 ///
 /// ```
 /// use subscriber_store::{Clock, ManualClock, Timestamp};
@@ -85,31 +115,46 @@ impl Clock for SystemClock {
 /// let clock = ManualClock::new(Timestamp::from_millis(1_000));
 /// clock.advance(Duration::from_secs(1));
 /// assert_eq!(clock.now().as_millis(), 2_000);
+/// clock.set(Timestamp::from_millis(500)); // stepped back
+/// assert_eq!(clock.now().as_millis(), 500);
+/// assert_eq!(clock.monotonic(), Duration::from_secs(1));
 /// ```
 #[derive(Debug, Clone)]
-pub struct ManualClock(Arc<AtomicU64>);
+pub struct ManualClock {
+    wall: Arc<AtomicU64>,
+    mono: Arc<AtomicU64>,
+}
 
 impl ManualClock {
-    /// A clock stopped at `start`.
+    /// A clock stopped at `start` (its monotonic time at zero).
     pub fn new(start: Timestamp) -> Self {
-        ManualClock(Arc::new(AtomicU64::new(start.0)))
+        ManualClock {
+            wall: Arc::new(AtomicU64::new(start.0)),
+            mono: Arc::new(AtomicU64::new(0)),
+        }
     }
 
-    /// Sets the time to `to` (it may go backwards).
+    /// Steps the wall clock to `to` (it may go backwards); the monotonic
+    /// clock does not move.
     pub fn set(&self, to: Timestamp) {
-        self.0.store(to.0, Ordering::SeqCst);
+        self.wall.store(to.0, Ordering::SeqCst);
     }
 
-    /// Moves the time forward by `by`.
+    /// Time passes: both clocks move forward by `by`.
     pub fn advance(&self, by: Duration) {
         let add = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        self.0.fetch_add(add, Ordering::SeqCst);
+        self.mono.fetch_add(add, Ordering::SeqCst);
+        self.wall.fetch_add(add, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        Timestamp(self.0.load(Ordering::SeqCst))
+        Timestamp(self.wall.load(Ordering::SeqCst))
+    }
+
+    fn monotonic(&self) -> Duration {
+        Duration::from_millis(self.mono.load(Ordering::SeqCst))
     }
 }
 

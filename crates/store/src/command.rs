@@ -100,16 +100,18 @@ pub(crate) fn decide(
     default_ttl: u32,
     feed: bool,
 ) -> Result<(Subscriber, Change, Vec<EventRecord>)> {
+    // Leases are judged by the clock itself; stamps never go back.
+    let clock = now;
     let now = current.as_ref().map_or(now, |doc| doc.write_time(now));
     let mut events = Vec::new();
     let current = current.map(|doc| match doc.online_expires_at() {
-        Some(deadline) if feed && doc.lease_expired(now) => {
+        Some(deadline) if feed && doc.lease_expired(clock) => {
             // The write sees the lease run out: an expiry of its own.
-            let seen = doc.as_of(now);
+            let seen = doc.as_of(clock);
             events.push(event_of_expiry(&seen, deadline, now));
             seen
         }
-        _ => doc.as_of(now),
+        _ => doc.as_of(clock),
     });
     let seen_online = current.as_ref().and_then(|doc| doc.is_online);
     let (doc, change) = decide_change(
@@ -117,7 +119,7 @@ pub(crate) fn decide(
         current,
         expected,
         tenant,
-        now,
+        [clock, now],
         fresh_id,
         default_ttl,
     )?;
@@ -128,14 +130,16 @@ pub(crate) fn decide(
     Ok((doc, change, events))
 }
 
-/// [`decide`] without the feed: the document and what to store.
+/// [`decide`] without the feed: the document and what to store. `clock`
+/// is the clock's reading (a lease starts from it), `now` the write's
+/// stamp (the reading, or a later time the document holds).
 #[allow(clippy::too_many_arguments)]
 fn decide_change(
     command: Command,
     current: Option<Subscriber>,
     expected: Option<&Precondition>,
     tenant: &Tenant,
-    now: Timestamp,
+    [clock, now]: [Timestamp; 2],
     fresh_id: ObjectId,
     default_ttl: u32,
 ) -> Result<(Subscriber, Change)> {
@@ -163,14 +167,14 @@ fn decide_change(
         Command::SetOnline { online, .. } => {
             let mut doc = current.ok_or(Error::NotFound(Entity::Subscriber))?;
             check_version()?;
-            doc.set_online(online, default_ttl, now);
+            doc.set_online(online, default_ttl, clock);
             let bytes = doc.encode()?;
             Ok((doc, Change::Put(bytes)))
         }
         Command::Heartbeat { ttl_seconds, .. } => {
             let mut doc = current.ok_or(Error::NotFound(Entity::Subscriber))?;
             check_version()?;
-            doc.set_online(true, ttl_seconds, now);
+            doc.set_online(true, ttl_seconds, clock);
             let bytes = doc.encode()?;
             Ok((doc, Change::Put(bytes)))
         }

@@ -22,6 +22,9 @@ pub(crate) struct Engine {
     pub feeds: Option<std::sync::Arc<crate::feed::Feeds>>,
     /// Told about flush rounds, failures, purges, expiries, events.
     pub observer: std::sync::Arc<dyn crate::observer::Observer>,
+    /// Where each running lease falls due on the monotonic clock (rebuilt
+    /// at open from the `leases` index).
+    pub deadlines: crate::deadlines::Deadlines,
     /// Idempotency records in the database (counted at open, then kept).
     pub records: std::sync::atomic::AtomicI64,
     pub db: sled::Db,
@@ -85,6 +88,7 @@ pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
         crate::presence_index::mark_incomplete(&trees)?;
         None
     };
+    let deadlines = load_deadlines(&trees, crate::clock::Now::of(config.clock.as_ref()))?;
     let barrier = match &config.path {
         Some(path) => {
             let syncer = Syncer::new(db.clone(), path)?;
@@ -114,11 +118,35 @@ pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
         barrier,
         journal,
         feeds,
+        deadlines,
         observer: std::sync::Arc::clone(&config.observer),
         records: std::sync::atomic::AtomicI64::new(records),
         db,
         failure: std::sync::OnceLock::new(),
     })
+}
+
+/// The running leases, from the `leases` index: each entry whose document
+/// still holds that deadline (the others are stale, dropped when due).
+fn load_deadlines(trees: &Trees, now: crate::clock::Now) -> Result<crate::deadlines::Deadlines> {
+    let deadlines = crate::deadlines::Deadlines::default();
+    for entry in trees.leases.iter() {
+        let (key, _) = entry?;
+        let Some((deadline, doc_key)) = layout::split_expiry_key(&key) else {
+            continue;
+        };
+        let Some(bytes) = trees.subscribers.get(doc_key)? else {
+            continue;
+        };
+        // A document that does not decode fails its own reads and writes.
+        let Ok(doc) = Subscriber::decode(&bytes) else {
+            continue;
+        };
+        if let Some(lease) = doc.lease.filter(|l| l.expires_at == deadline) {
+            deadlines.adopted(doc_key, &lease, now);
+        }
+    }
+    Ok(deadlines)
 }
 
 /// A flush of everything committed, whatever the mode (none for a

@@ -49,6 +49,7 @@ mod backend;
 mod clock;
 mod command;
 mod config;
+mod deadlines;
 mod durability;
 mod engine;
 mod error;

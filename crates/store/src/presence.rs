@@ -33,27 +33,32 @@ pub(crate) fn validate_ttl_seconds(ttl: u32) -> Result<u32> {
 }
 
 impl Subscriber {
-    /// The presence rule: applies `isOnline = online` at `now`. Going
-    /// offline from anything but "already offline" stamps `lastOnlineAt`;
-    /// going online leaves it; the version rises by one (saturating) and
-    /// `updatedAt` moves to `now`. Going online with a TTL of `ttl_seconds`
-    /// (not 0) starts or moves a lease that ends at `now` + TTL; going
-    /// online with 0, or offline, ends any lease.
+    /// The presence rule: applies `isOnline = online` at `now`, the clock's
+    /// reading. Its stamps are never earlier than a time the document holds
+    /// (`updatedAt` moves to `now` or that time). Going offline from
+    /// anything but "already offline" stamps `lastOnlineAt`; going online
+    /// leaves it; the version rises by one (saturating). Going online with
+    /// a TTL of `ttl_seconds` (not 0) starts or moves a lease from the
+    /// clock's `now` itself, never from a later stamp: heard at `now`, it
+    /// ends at `now` + TTL (SPEC section 10: a wall clock stepped back
+    /// cannot push a heartbeat's deadline out). Going online with 0, or
+    /// offline, ends any lease.
     ///
     /// [`Store::set_online`](crate::Store::set_online) applies it under the
     /// subscriber's lock; it is public so that code measured against the
     /// store (the benchmarks' raw peers) applies the very same change.
     pub fn set_online(&mut self, online: bool, ttl_seconds: u32, now: Timestamp) {
+        let stamp = self.write_time(now);
         let already_offline = self.is_online == Some(false);
         if !online && !already_offline {
-            self.last_online_at = Some(now);
+            self.last_online_at = Some(stamp);
         }
         self.is_online = Some(online);
         self.lease = (online && ttl_seconds > 0).then(|| Lease {
             heard_at: now,
             expires_at: now.saturating_add(Duration::from_secs(u64::from(ttl_seconds))),
         });
-        self.updated_at = now;
+        self.updated_at = stamp;
         self.version = self.version.next();
     }
 

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::clock::Timestamp;
+use crate::clock::{Now, Timestamp};
 use crate::engine::{Engine, read};
 use crate::error::Result;
 use crate::event::{OnlinePage, OnlineQuery};
@@ -94,8 +94,9 @@ pub(crate) fn online_page(
     engine: &Engine,
     env: ObjectId,
     query: &OnlineQuery,
-    now: Timestamp,
+    clocks: Now,
 ) -> Result<OnlinePage> {
+    let now = clocks.wall;
     let trees = &engine.trees;
     let limit = query.limit as usize;
     let after = query.after.as_deref().unwrap_or("");
@@ -159,10 +160,11 @@ pub(crate) fn online_page(
         let Ok(id) = std::str::from_utf8(&candidate) else {
             continue;
         };
-        let Some(doc) = read(engine, &layout::subscriber_key(env, id))? else {
+        let doc_key = layout::subscriber_key(env, id);
+        let Some(doc) = read(engine, &doc_key)? else {
             continue;
         };
-        let doc = doc.as_of(now);
+        let doc = engine.deadlines.apply(&doc_key, doc, clocks).as_of(now);
         let qualifies = doc.is_online == Some(true)
             || window_start.is_some_and(|start| doc.last_online_at.is_some_and(|t| t >= start));
         if !qualifies {
@@ -183,8 +185,20 @@ pub(crate) fn online_page(
 }
 
 /// Subscribers of `env` whose stored document is online with a lease
-/// that has run out and is not yet expired in storage.
-pub(crate) fn overdue(engine: &Engine, env: ObjectId, now: Timestamp) -> Result<u64> {
+/// that has run out (by either clock, deadlines.rs) and is not yet expired
+/// in storage.
+pub(crate) fn overdue(engine: &Engine, env: ObjectId, clocks: Now) -> Result<u64> {
+    let now = clocks.wall;
+    let run_out = |doc_key: &[u8], deadline: Timestamp| -> Result<bool> {
+        Ok(read(engine, doc_key)?.is_some_and(|doc| {
+            doc.is_online == Some(true)
+                && doc.online_expires_at() == Some(deadline)
+                && engine
+                    .deadlines
+                    .apply(doc_key, doc, clocks)
+                    .lease_expired(now)
+        }))
+    };
     let mut count = 0;
     for entry in engine.trees.leases.iter() {
         let (key, _) = entry?;
@@ -194,13 +208,14 @@ pub(crate) fn overdue(engine: &Engine, env: ObjectId, now: Timestamp) -> Result<
         if deadline > now {
             break;
         }
-        if !doc_key.starts_with(env.as_bytes()) {
-            continue;
+        if doc_key.starts_with(env.as_bytes()) && run_out(doc_key, deadline)? {
+            count += 1;
         }
-        if let Some(doc) = read(engine, doc_key)? {
-            if doc.is_online == Some(true) && doc.online_expires_at() == Some(deadline) {
-                count += 1;
-            }
+    }
+    // Due by the monotonic clock, their stored deadline still ahead.
+    for (doc_key, deadline) in engine.deadlines.due_ahead_of_wall(env.as_bytes(), clocks) {
+        if run_out(&doc_key, deadline)? {
+            count += 1;
         }
     }
     Ok(count)

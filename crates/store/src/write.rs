@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::clock::{Clock, Timestamp};
+use crate::clock::{Clock, Now, Timestamp};
 use crate::command::{Change, Command, decide};
+use crate::deadlines::Deadlines;
 use crate::durability::Pending;
 use crate::engine::{Engine, read};
 use crate::error::Result;
@@ -33,7 +34,7 @@ use crate::journal::{JournalEntry, Step};
 use crate::layout;
 use crate::precondition::Precondition;
 use crate::presence_index::Presence;
-use crate::subscriber::Subscriber;
+use crate::subscriber::{Lease, Subscriber};
 use crate::tenancy::Tenant;
 
 /// How many expired records an idempotent write purges on its way out.
@@ -83,6 +84,11 @@ impl Writes {
     /// The current time by the store's clock (the one its timestamps use).
     pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// The wall and the monotonic clock, read together (what leases need).
+    pub(crate) fn clocks(&self) -> Now {
+        Now::of(self.clock.as_ref())
     }
 
     fn stripe(&self, key: &[u8]) -> usize {
@@ -175,10 +181,14 @@ pub(crate) fn write(
     let doc_lock = store.lock_stripe(&prepared.doc_key);
     // Read under the subscriber's lock: writes to one document take their
     // times in the order they commit.
-    let now = store.now();
+    let clocks = store.clocks();
+    let now = clocks.wall;
     let current = read(engine, &prepared.doc_key)?;
     let held = current.as_ref().and_then(Subscriber::online_expires_at);
     let before = Presence::of(current.as_ref());
+    // The lease as this process measures it (deadlines.rs), then the rules.
+    let current = current.map(|doc| engine.deadlines.apply(&prepared.doc_key, doc, clocks));
+    let seen_lease = current.as_ref().and_then(|doc| doc.lease);
     let decided = decide(
         command,
         current,
@@ -189,6 +199,10 @@ pub(crate) fn write(
         store.presence_ttl_secs,
         engine.feeds.is_some(),
     );
+    let lease_after = decided.as_ref().ok().map(|(doc, change, _)| match change {
+        Change::Put(_) => doc.lease,
+        Change::Remove => None,
+    });
     let trees = &engine.trees;
     // A new deadline goes into the index before anything else of the
     // write, so a document that holds a deadline always has its entry.
@@ -243,6 +257,15 @@ pub(crate) fn write(
                 trees.subscribers.remove(&prepared.doc_key)?;
                 ended = Some(seq);
             }
+        }
+        if let Some(after) = lease_after {
+            track_lease(
+                &engine.deadlines,
+                &prepared.doc_key,
+                seen_lease,
+                after,
+                clocks,
+            );
         }
         if let Some(feed) = &feed {
             feed.end(trees)?;
@@ -321,6 +344,15 @@ pub(crate) fn write(
         }
         None => {}
     }
+    if let Some(after) = lease_after {
+        track_lease(
+            &engine.deadlines,
+            &prepared.doc_key,
+            seen_lease,
+            after,
+            clocks,
+        );
+    }
     if let Some(feed) = &feed {
         feed.end(trees)?;
     }
@@ -350,6 +382,23 @@ pub(crate) fn write(
         annotation: record.annotation,
     };
     Ok((executed, engine.barrier.pending(ticket)))
+}
+
+/// Tells the deadlines what a write did to the document's lease (under
+/// its lock, once the change is in): `seen` is the lease the write found
+/// (as this process applies it), `after` the one it stored.
+fn track_lease(
+    deadlines: &Deadlines,
+    doc_key: &[u8],
+    seen: Option<Lease>,
+    after: Option<Lease>,
+    clocks: Now,
+) {
+    match after {
+        None => deadlines.ended(doc_key),
+        Some(lease) if Some(lease) == seen => deadlines.kept(doc_key, lease.expires_at),
+        Some(lease) => deadlines.started(doc_key, &lease, clocks),
+    }
 }
 
 /// The record under `record_key`, unless it has expired.

@@ -65,6 +65,19 @@ impl Leases {
     fn get(&self, id: &str) -> subscriber_store::Subscriber {
         self.store.get(&self.tenant, id).expect("get")
     }
+
+    /// The feed's events once at least `n` are readable (relaxed mode: an
+    /// event is readable after the timer's flush round), or after 10 s.
+    fn events(&self, n: usize) -> Vec<subscriber_store::PresenceEvent> {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        loop {
+            let page = self.store.events(&self.tenant, None, 100).expect("events");
+            if page.events.len() >= n || Instant::now() > give_up {
+                return page.events;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 #[test]
@@ -372,4 +385,142 @@ fn many_writers_and_the_expiry_never_lose_or_double_a_change() {
     let total: u64 = (0..10).map(|i| l.get(&format!("u{i}")).version.0).sum();
     // Creates are version 0; 10 first heartbeats, 100 more, 10 expiries.
     assert_eq!(total, 10 + 100 + 10, "expiry thread wrote {expired}");
+}
+
+/// One hour, the wall clock's step in the clock-step tests.
+const HOUR: u64 = 3_600_000;
+
+#[test]
+fn a_wall_clock_stepped_back_does_not_stretch_a_lease() {
+    let l = Leases::new(0);
+    l.set(HOUR);
+    let online = l
+        .store
+        .heartbeat(&l.tenant, "u1", 3, None)
+        .expect("heartbeat");
+    assert_eq!(online.online_expires_at(), Some(l.at(HOUR + 3_000)));
+    // The wall clock steps back an hour; then 2 s pass: still online.
+    l.set(0);
+    l.clock.advance(Duration::from_secs(2));
+    assert_eq!(l.get("u1").is_online, Some(true));
+    // 3 s after the heartbeat, as the process measures time: offline,
+    // whatever the wall clock says, in reads, counts and the online query.
+    l.clock.advance(Duration::from_millis(1_000));
+    let read = l.get("u1");
+    assert_eq!(read.is_online, Some(false), "{read:?}");
+    assert_eq!(read.version, Version(2));
+    assert_eq!(read.last_online_at, Some(l.at(HOUR)), "the last heartbeat");
+    let stats = l.store.presence_stats(&l.tenant).expect("stats");
+    assert_eq!(stats.online, 0);
+    let page = l
+        .store
+        .online(&l.tenant, &subscriber_store::OnlineQuery::default())
+        .expect("online");
+    assert!(page.subscribers.is_empty(), "{:?}", page.subscribers);
+    // The expiry is written: one change, one event, as any expiry.
+    assert_eq!(l.store.expire_due(100).expect("expire"), 1);
+    let stored = l.get("u1");
+    assert_eq!(stored, read, "the expiry written is what reads showed");
+    let events = l.events(2);
+    let causes: Vec<_> = events.iter().map(|e| (e.is_online, e.cause)).collect();
+    assert_eq!(
+        causes,
+        [
+            (true, subscriber_store::EventCause::Write),
+            (false, subscriber_store::EventCause::Expired)
+        ]
+    );
+    assert_eq!(l.store.expire_due(100).expect("expire"), 0, "only once");
+}
+
+#[test]
+fn a_heartbeat_after_a_step_back_sets_its_deadline_from_the_clock() {
+    let l = Leases::new(0);
+    l.set(HOUR);
+    l.store
+        .heartbeat(&l.tenant, "u1", 3, None)
+        .expect("heartbeat");
+    l.set(1_000);
+    // The document's times stay where they were (they never go back), but
+    // the deadline is the heartbeat's own time plus its TTL.
+    let beat = l
+        .store
+        .heartbeat(&l.tenant, "u1", 3, None)
+        .expect("heartbeat");
+    assert_eq!(beat.online_expires_at(), Some(l.at(4_000)));
+    assert_eq!(beat.updated_at, l.at(HOUR), "times never go back");
+    assert_eq!(
+        beat.version,
+        Version(2),
+        "a heartbeat, no expiry in between"
+    );
+    l.clock.advance(Duration::from_millis(2_999));
+    assert_eq!(l.get("u1").is_online, Some(true));
+    l.clock.advance(Duration::from_millis(1));
+    assert_eq!(l.get("u1").is_online, Some(false));
+    assert_eq!(l.store.expire_due(100).expect("expire"), 1);
+    let events = l.events(2);
+    assert_eq!(events.len(), 2, "online once, expired once: {events:?}");
+}
+
+#[test]
+fn a_wall_clock_stepped_forward_ends_leases_at_once() {
+    let l = Leases::new(0);
+    l.store
+        .heartbeat(&l.tenant, "u1", 30, None)
+        .expect("heartbeat");
+    l.set(HOUR);
+    assert_eq!(l.get("u1").is_online, Some(false));
+    assert_eq!(l.store.expire_due(100).expect("expire"), 1);
+    assert_eq!(l.get("u1").updated_at, l.at(30_000), "at its deadline");
+}
+
+#[test]
+fn at_open_a_deadline_further_than_its_ttl_ahead_is_cut_to_now_plus_ttl() {
+    let mut l = Leases::new(0);
+    // Written while the wall clock ran an hour ahead.
+    l.set(HOUR);
+    l.store
+        .heartbeat(&l.tenant, "u1", 30, None)
+        .expect("heartbeat");
+    l.store
+        .heartbeat(&l.tenant, "u2", 30, None)
+        .expect("heartbeat");
+    l.store.flush().expect("flush");
+    let placeholder = Store::open(Config::temporary()).expect("temporary");
+    drop(std::mem::replace(&mut l.store, placeholder));
+    // Restarted with the right time.
+    l.set(0);
+    l.store = Store::open(config(l.dir.path(), &l.clock).background_expiry(false)).expect("reopen");
+    assert_eq!(l.get("u1").online_expires_at(), Some(l.at(30_000)), "cut");
+    // A write that keeps the lease (an upsert) stores the cut deadline.
+    l.store
+        .upsert(
+            &l.tenant,
+            SubscriberInput {
+                first_name: Some(Some("Ada".into())),
+                ..SubscriberInput::new("u2")
+            },
+            None,
+        )
+        .expect("upsert");
+    assert_eq!(l.get("u2").online_expires_at(), Some(l.at(30_000)));
+    l.clock.advance(Duration::from_millis(29_999));
+    assert_eq!(l.store.expire_due(100).expect("expire"), 0);
+    assert_eq!(l.get("u1").is_online, Some(true));
+    l.clock.advance(Duration::from_millis(1));
+    assert_eq!(l.get("u1").is_online, Some(false));
+    assert_eq!(l.store.expire_due(100).expect("expire"), 2);
+    for id in ["u1", "u2"] {
+        let doc = l.get(id);
+        assert_eq!(doc.is_online, Some(false), "{id}");
+        assert_eq!(doc.online_expires_at(), None, "{id}");
+    }
+    // And after another restart the upserted one stays offline.
+    l.store.flush().expect("flush");
+    let placeholder = Store::open(Config::temporary()).expect("temporary");
+    drop(std::mem::replace(&mut l.store, placeholder));
+    l.store = Store::open(config(l.dir.path(), &l.clock).background_expiry(false)).expect("reopen");
+    assert_eq!(l.get("u2").is_online, Some(false));
+    assert_eq!(l.store.expire_due(100).expect("expire"), 0);
 }

@@ -144,7 +144,7 @@ impl Store {
     /// [`Error::FeedOff`](crate::Error::FeedOff).
     pub fn online(&self, tenant: &Tenant, query: &OnlineQuery) -> Result<OnlinePage> {
         validate_query(query)?;
-        let now = self.now();
+        let now = self.core.writes.clocks();
         self.with_feed(tenant, |engine, feed| {
             online_page(engine, feed.env_id(), query, now)
         })
@@ -155,7 +155,7 @@ impl Store {
     /// # Errors
     /// [`Error::FeedOff`](crate::Error::FeedOff), [`Error::Storage`](crate::Error::Storage).
     pub fn presence_stats(&self, tenant: &Tenant) -> Result<PresenceStats> {
-        let now = self.now();
+        let now = self.core.writes.clocks();
         self.with_feed(tenant, |engine, feed| {
             let (subscribers, flagged) = feed.counts();
             let online = flagged.saturating_sub(overdue(engine, feed.env_id(), now)?);

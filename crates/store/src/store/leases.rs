@@ -35,6 +35,7 @@ impl Store {
     ///
     /// ```
     /// use std::sync::Arc;
+    /// use std::time::Duration;
     /// use subscriber_store::{Config, ManualClock, Store, SubscriberInput, Timestamp};
     ///
     /// let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000)));
@@ -45,7 +46,7 @@ impl Store {
     /// let doc = store.heartbeat(&tenant, "tab-1", 30, None)?;
     /// assert_eq!(doc.online_expires_at(), Some(Timestamp::from_millis(31_000)));
     ///
-    /// clock.set(Timestamp::from_millis(31_000)); // no heartbeat for 30 s
+    /// clock.advance(Duration::from_secs(30)); // no heartbeat for 30 s
     /// let doc = store.get(&tenant, "tab-1")?;
     /// assert_eq!(doc.is_online, Some(false));
     /// assert_eq!(doc.last_online_at, Some(Timestamp::from_millis(1_000)));
@@ -99,7 +100,9 @@ impl Store {
         }
         match self.expiry_batch(BATCH) {
             Ok(Expired {
-                next: Some(next), ..
+                next: Some(next),
+                next_due,
+                ..
             }) => {
                 if next > self.now() {
                     // Nothing overdue is left: starting is over.
@@ -108,13 +111,18 @@ impl Store {
                         .store(true, std::sync::atomic::Ordering::Release);
                 }
                 let wait = next.as_millis().saturating_sub(self.now().as_millis());
-                Duration::from_millis(wait).min(MAX_NAP)
+                let wait = Duration::from_millis(wait);
+                wait.min(next_due.unwrap_or(MAX_NAP)).min(MAX_NAP)
             }
-            Ok(Expired { next: None, .. }) => {
+            Ok(Expired {
+                next: None,
+                next_due,
+                ..
+            }) => {
                 self.core
                     .started
                     .store(true, std::sync::atomic::Ordering::Release);
-                MAX_NAP
+                next_due.unwrap_or(MAX_NAP).min(MAX_NAP)
             }
             // A storage failure: the store reopens on a later call; the
             // health check reports it meanwhile.

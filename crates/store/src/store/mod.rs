@@ -226,10 +226,11 @@ impl Store {
         let key = layout::subscriber_key(tenant.environment_id(), subscriber_id);
         let engine = self.engine()?;
         let result = read(&engine, &key);
-        // A lease whose deadline has passed reads as expired, written or not.
-        let now = self.now();
+        // A lease whose deadline has passed (by either clock, deadlines.rs)
+        // reads as expired, written or not.
+        let now = self.core.writes.clocks();
         self.noted(&engine, result)?
-            .map(|doc| doc.as_of(now))
+            .map(|doc| engine.deadlines.apply(&key, doc, now).as_of(now.wall))
             .ok_or(Error::NotFound(Entity::Subscriber))
     }
 

@@ -1,0 +1,327 @@
+//! Lease deadlines as a running process measures them (SPEC section 10:
+//! clock steps do not stretch a lease).
+//!
+//! A document stores its lease's deadline as a wall-clock time, which is
+//! what reads show and what survives a restart. The wall clock can step
+//! (NTP, a restored VM, an operator), so a running store also holds, for
+//! every lease it knows, the moment the deadline falls on its monotonic
+//! clock ([`Clock::monotonic`](crate::Clock::monotonic)): a lease set here
+//! is due its TTL after its heartbeat as the process measures time,
+//! whatever the wall clock does meanwhile. A lease is due when either
+//! clock says so (a wall clock stepped forward ends it early, never late).
+//!
+//! When the monotonic clock says due but the wall clock is more than
+//! [`STEP`] behind the deadline, the wall clock was stepped back: the
+//! deadline the expiry applies (its `updatedAt` and its event's `at`)
+//! becomes the monotonic deadline told in today's wall time, fixed from
+//! then on so every reader and the expiry agree. A lease found at open
+//! (the table is rebuilt from the `leases` index) is due when its stored
+//! deadline says, but never later than its TTL from the open: a deadline
+//! further ahead is cut to now + TTL.
+//!
+//! Memory: one entry per running lease (the document key twice, about 60
+//! bytes plus the id's length twice, and the map's overhead).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::clock::{Now, Timestamp};
+use crate::subscriber::{Lease, Subscriber};
+
+/// A monotonic deadline passed while the wall clock is this far or more
+/// behind the stored deadline counts as a step back; closer than this, the
+/// two clocks' readings merely disagree in their last digits and the
+/// stored deadline stands.
+pub(crate) const STEP: Duration = Duration::from_millis(100);
+
+/// One lease the process holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    /// The deadline the document stores (which lease this entry is).
+    stored: Timestamp,
+    /// When it falls due on the monotonic clock.
+    due: Duration,
+    /// The deadline an expiry applies: the stored one, or less once cut
+    /// at open or re-told after a step back.
+    ends: Timestamp,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    held: HashMap<Vec<u8>, Held>,
+    /// `(due, document key)`: the expiry's monotonic order.
+    order: BTreeSet<(Duration, Vec<u8>)>,
+}
+
+impl Table {
+    fn put(&mut self, key: &[u8], held: Held) {
+        if let Some(old) = self.held.insert(key.to_vec(), held) {
+            self.order.remove(&(old.due, key.to_vec()));
+        }
+        self.order.insert((held.due, key.to_vec()));
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(old) = self.held.remove(key) {
+            self.order.remove(&(old.due, key.to_vec()));
+        }
+    }
+}
+
+/// The monotonic deadlines of one open database's leases.
+#[derive(Debug, Default)]
+pub(crate) struct Deadlines {
+    table: Mutex<Table>,
+}
+
+/// A lease's length, as its document tells it (heartbeat to deadline).
+fn ttl_of(lease: &Lease) -> Duration {
+    Duration::from_millis(
+        lease
+            .expires_at
+            .as_millis()
+            .saturating_sub(lease.heard_at.as_millis()),
+    )
+}
+
+/// `a - b` on the wall clock, 0 if `a` is earlier.
+fn wall_gap(a: Timestamp, b: Timestamp) -> Duration {
+    Duration::from_millis(a.as_millis().saturating_sub(b.as_millis()))
+}
+
+impl Deadlines {
+    /// A write at `now` started or moved `lease` (under the subscriber's lock).
+    pub(crate) fn started(&self, key: &[u8], lease: &Lease, now: Now) {
+        let held = Held {
+            stored: lease.expires_at,
+            due: now.mono.saturating_add(ttl_of(lease)),
+            ends: lease.expires_at,
+        };
+        self.table.lock().put(key, held);
+    }
+
+    /// A lease found in storage at open (`now`): due when its deadline says,
+    /// but no later than its TTL from now.
+    pub(crate) fn adopted(&self, key: &[u8], lease: &Lease, now: Now) {
+        let ttl = ttl_of(lease);
+        let left = wall_gap(lease.expires_at, now.wall);
+        let (left, ends) = if left > ttl {
+            (ttl, now.wall.saturating_add(ttl))
+        } else {
+            (left, lease.expires_at)
+        };
+        let held = Held {
+            stored: lease.expires_at,
+            due: now.mono.saturating_add(left),
+            ends,
+        };
+        self.table.lock().put(key, held);
+    }
+
+    /// A write kept the running lease but stored it with deadline `stored`
+    /// (the deadline a read applies, once cut): the same lease, renamed.
+    pub(crate) fn kept(&self, key: &[u8], stored: Timestamp) {
+        let mut table = self.table.lock();
+        if let Some(held) = table.held.get_mut(key) {
+            held.stored = stored;
+        }
+    }
+
+    /// The document at `key` holds no lease any more (offline, deleted,
+    /// expired).
+    pub(crate) fn ended(&self, key: &[u8]) {
+        self.table.lock().remove(key);
+    }
+
+    /// Forgets the entry at `key` if it is the lease stored with `stored`.
+    pub(crate) fn forget(&self, key: &[u8], stored: Timestamp) {
+        let mut table = self.table.lock();
+        if table.held.get(key).is_some_and(|h| h.stored == stored) {
+            table.remove(key);
+        }
+    }
+
+    /// `doc` (stored at `key`) with the deadline this process applies to
+    /// its lease at `now`: after this, the wall-clock rules
+    /// ([`Subscriber::as_of`], `lease_expired`) give the answer both
+    /// clocks give. A lease this table does not hold keeps its stored
+    /// deadline.
+    pub(crate) fn apply(&self, key: &[u8], mut doc: Subscriber, now: Now) -> Subscriber {
+        if let Some(lease) = &mut doc.lease {
+            if let Some(ends) = self.ends(key, lease.expires_at, now) {
+                lease.expires_at = ends;
+            }
+        }
+        doc
+    }
+
+    /// The deadline to apply to the lease stored with deadline `stored`.
+    fn ends(&self, key: &[u8], stored: Timestamp, now: Now) -> Option<Timestamp> {
+        let mut table = self.table.lock();
+        let held = table.held.get_mut(key).filter(|h| h.stored == stored)?;
+        if now.mono >= held.due && wall_gap(held.ends, now.wall) >= STEP {
+            // Stepped back: the monotonic deadline, in today's wall time.
+            held.ends = now.wall.saturating_sub(now.mono - held.due);
+        }
+        Some(held.ends)
+    }
+
+    /// Up to `limit` leases due by the monotonic clock at `now`, in that
+    /// order: `(document key, stored deadline)`.
+    pub(crate) fn due(&self, now: Now, limit: usize) -> Vec<(Vec<u8>, Timestamp)> {
+        let table = self.table.lock();
+        table
+            .order
+            .iter()
+            .take_while(|(due, _)| *due <= now.mono)
+            .take(limit)
+            .filter_map(|(_, key)| table.held.get(key).map(|h| (key.clone(), h.stored)))
+            .collect()
+    }
+
+    /// Those of [`due`](Self::due) whose key starts with `prefix` and whose
+    /// stored deadline is still ahead of the wall clock (what an index of
+    /// wall-clock deadlines does not show as run out).
+    pub(crate) fn due_ahead_of_wall(&self, prefix: &[u8], now: Now) -> Vec<(Vec<u8>, Timestamp)> {
+        self.due(now, usize::MAX)
+            .into_iter()
+            .filter(|(key, stored)| key.starts_with(prefix) && *stored > now.wall)
+            .collect()
+    }
+
+    /// How long until the next lease falls due on the monotonic clock
+    /// (leases due already are the expiry's to write now).
+    pub(crate) fn next_due(&self, now: Now) -> Option<Duration> {
+        let table = self.table.lock();
+        let after = (now.mono.saturating_add(Duration::from_nanos(1)), Vec::new());
+        table
+            .order
+            .range(after..)
+            .next()
+            .map(|(due, _)| due.saturating_sub(now.mono))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::precondition::Version;
+
+    const T: u64 = 1_795_687_200_000;
+
+    fn at(wall_ms: u64, mono_ms: u64) -> Now {
+        Now {
+            wall: Timestamp::from_millis(wall_ms),
+            mono: Duration::from_millis(mono_ms),
+        }
+    }
+
+    fn lease(heard: u64, ttl_ms: u64) -> Lease {
+        Lease {
+            heard_at: Timestamp::from_millis(heard),
+            expires_at: Timestamp::from_millis(heard + ttl_ms),
+        }
+    }
+
+    fn doc(lease: Lease) -> Subscriber {
+        let t = Timestamp::from_millis(T);
+        Subscriber {
+            id: crate::id::ObjectId::from_bytes([1; 12]),
+            subscriber_id: "u".into(),
+            first_name: None,
+            last_name: None,
+            email: None,
+            phone: None,
+            avatar: None,
+            locale: None,
+            channels: vec![],
+            is_online: Some(true),
+            last_online_at: None,
+            lease: Some(lease),
+            organization_id: crate::id::ObjectId::from_bytes([2; 12]),
+            environment_id: crate::id::ObjectId::from_bytes([3; 12]),
+            created_at: t,
+            updated_at: t,
+            version: Version(1),
+            data: None,
+            timezone: None,
+        }
+    }
+
+    #[test]
+    fn a_wall_clock_stepped_back_does_not_stretch_a_lease() {
+        let d = Deadlines::default();
+        let l = lease(T, 3_000);
+        d.started(b"k", &l, at(T, 10_000));
+        // One hour back, 2 s later: not due yet by either clock.
+        let early = d.apply(b"k", doc(l), at(T - 3_600_000 + 2_000, 12_000));
+        assert_eq!(early.online_expires_at(), Some(l.expires_at));
+        assert!(d.due(at(T - 3_598_000, 12_000), 10).is_empty());
+        // 3 s after the heartbeat by the monotonic clock: due, and the
+        // deadline applied is that moment told in today's wall time.
+        let now = at(T - 3_600_000 + 3_500, 13_500);
+        assert_eq!(d.due(now, 10), vec![(b"k".to_vec(), l.expires_at)]);
+        let seen = d.apply(b"k", doc(l), now);
+        let ends = Timestamp::from_millis(T - 3_600_000 + 3_000);
+        assert_eq!(seen.online_expires_at(), Some(ends));
+        assert!(seen.lease_expired(now.wall));
+        // Fixed from then on: a later read applies the same deadline.
+        let later = d.apply(b"k", doc(l), at(T - 3_590_000, 23_500));
+        assert_eq!(later.online_expires_at(), Some(ends));
+    }
+
+    #[test]
+    fn clocks_that_agree_keep_the_stored_deadline() {
+        let d = Deadlines::default();
+        let l = lease(T, 3_000);
+        d.started(b"k", &l, at(T, 10_000));
+        // The two readings a millisecond apart: no step, the stored deadline.
+        let now = at(T + 2_999, 13_000);
+        let seen = d.apply(b"k", doc(l), now);
+        assert_eq!(seen.online_expires_at(), Some(l.expires_at));
+        assert_eq!(d.next_due(at(T, 10_000)), Some(Duration::from_secs(3)));
+        d.ended(b"k");
+        assert!(d.due(at(T, 20_000), 10).is_empty());
+        assert_eq!(d.next_due(at(T, 10_000)), None);
+    }
+
+    #[test]
+    fn at_open_a_deadline_beyond_its_ttl_is_cut_to_now_plus_ttl() {
+        let d = Deadlines::default();
+        // Stored by a clock an hour ahead; opened with the right time.
+        let l = lease(T + 3_600_000, 30_000);
+        d.adopted(b"k", &l, at(T, 0));
+        let seen = d.apply(b"k", doc(l), at(T, 0));
+        assert_eq!(
+            seen.online_expires_at(),
+            Some(Timestamp::from_millis(T + 30_000))
+        );
+        assert_eq!(d.next_due(at(T, 0)), Some(Duration::from_secs(30)));
+        // One within its TTL keeps its deadline; one run out is due now.
+        let near = lease(T - 10_000, 30_000);
+        d.adopted(b"n", &near, at(T, 0));
+        assert_eq!(d.next_due(at(T, 0)), Some(Duration::from_secs(20)));
+        let gone = lease(T - 60_000, 30_000);
+        d.adopted(b"g", &gone, at(T, 0));
+        assert_eq!(d.due(at(T, 0), 10), vec![(b"g".to_vec(), gone.expires_at)]);
+    }
+
+    #[test]
+    fn another_lease_under_the_key_is_not_this_entry() {
+        let d = Deadlines::default();
+        let l = lease(T, 3_000);
+        d.started(b"k", &l, at(T, 0));
+        let other = lease(T + 500, 3_000);
+        let seen = d.apply(b"k", doc(other), at(T - 3_600_000, 10_000));
+        assert_eq!(seen.online_expires_at(), Some(other.expires_at));
+        d.kept(b"k", other.expires_at);
+        let renamed = d.apply(b"k", doc(other), at(T - 3_600_000, 10_000));
+        assert_eq!(
+            renamed.online_expires_at(),
+            Some(Timestamp::from_millis(T - 3_600_000 - 7_000)),
+            "the held entry's monotonic deadline now speaks for it"
+        );
+    }
+}
