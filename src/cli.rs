@@ -264,6 +264,10 @@ pub enum WorkloadArg {
     Mixed,
 }
 
+/// The numeric flags are signed and take negative numbers (`--rate -5`),
+/// and the durations take values starting with `-`, so such a value
+/// reaches the plan's range checks (one line, exit 1) instead of being
+/// read as an unknown flag.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// A running server to measure, `http://HOST:PORT` (plain HTTP; a path
@@ -316,13 +320,23 @@ pub struct BenchArgs {
     pub mix: Option<String>,
 
     /// The lease a heartbeat asks for, in seconds (its `ttlSeconds`).
-    #[arg(long, env = "SUBSCRIBERD_BENCH_TTL_SECONDS", default_value_t = 30)]
-    pub ttl_seconds: u32,
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_BENCH_TTL_SECONDS",
+        default_value_t = 30,
+        allow_negative_numbers = true
+    )]
+    pub ttl_seconds: i64,
 
     /// How many subscribers the run spreads its requests over (created
     /// first when missing).
-    #[arg(long, env = "SUBSCRIBERD_BENCH_SUBSCRIBERS", default_value_t = 1000)]
-    pub subscribers: u64,
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_BENCH_SUBSCRIBERS",
+        default_value_t = 1000,
+        allow_negative_numbers = true
+    )]
+    pub subscribers: i64,
 
     /// The subscribers' ids: this prefix and a 7-digit number (letters,
     /// digits, `-`, `_`, `.` and `~`).
@@ -343,34 +357,60 @@ pub struct BenchArgs {
         short,
         long,
         env = "SUBSCRIBERD_BENCH_CONNECTIONS",
-        default_value_t = 64
+        default_value_t = 64,
+        allow_negative_numbers = true
     )]
-    pub connections: u64,
+    pub connections: i64,
 
     /// Worker threads of the client's async runtime [default: the number of CPUs].
-    #[arg(short, long, env = "SUBSCRIBERD_BENCH_THREADS")]
-    pub threads: Option<u64>,
+    #[arg(
+        short,
+        long,
+        env = "SUBSCRIBERD_BENCH_THREADS",
+        allow_negative_numbers = true
+    )]
+    pub threads: Option<i64>,
 
     /// How long to run, e.g. `10s`, `1m`, `500ms` (a bare number is seconds)
     /// [default: 10s, unless --requests is given].
-    #[arg(short, long, env = "SUBSCRIBERD_BENCH_DURATION")]
+    #[arg(
+        short,
+        long,
+        env = "SUBSCRIBERD_BENCH_DURATION",
+        allow_hyphen_values = true
+    )]
     pub duration: Option<String>,
 
     /// Stop after this many requests (with --duration too: whichever comes first).
-    #[arg(short = 'n', long, env = "SUBSCRIBERD_BENCH_REQUESTS")]
-    pub requests: Option<u64>,
+    #[arg(
+        short = 'n',
+        long,
+        env = "SUBSCRIBERD_BENCH_REQUESTS",
+        allow_negative_numbers = true
+    )]
+    pub requests: Option<i64>,
 
     /// Open loop: send this many requests per second in all, on a fixed
     /// schedule, whatever the answers' pace; latency is then measured from
     /// each request's scheduled time, so a stall counts against every
     /// request it delays (no coordinated omission, as wrk2). Without it,
     /// each connection sends its next request as soon as the last is answered.
-    #[arg(long, env = "SUBSCRIBERD_BENCH_RATE", value_name = "PER_SECOND")]
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_BENCH_RATE",
+        value_name = "PER_SECOND",
+        allow_negative_numbers = true
+    )]
     pub rate: Option<f64>,
 
     /// A request with no answer by then counts as a `timeout` error (its
     /// connection is reopened).
-    #[arg(long, env = "SUBSCRIBERD_BENCH_TIMEOUT", default_value = "10s")]
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_BENCH_TIMEOUT",
+        default_value = "10s",
+        allow_hyphen_values = true
+    )]
     pub timeout: String,
 
     /// Print the summary as one JSON object on stdout instead of text.

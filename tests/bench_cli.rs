@@ -350,6 +350,11 @@ fn fails_with_one_line(args: &[&str], says: &str) {
     let out = bench(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{args:?} succeeded");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?}: exit 1, stderr {stderr:?}"
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{args:?}: one line, got {stderr:?}");
     assert!(lines[0].starts_with("subscriberd: "), "{stderr}");
@@ -408,6 +413,63 @@ fn bad_flags_fail_with_one_clear_line() {
         ],
         "cannot connect to",
     );
+}
+
+#[test]
+fn negative_numbers_fail_with_one_clear_line() {
+    // A value such as `-5` is the flag's value, not another flag: it
+    // reaches the same check as any other out-of-range value.
+    for (flag, value, says) in [
+        (
+            "--rate",
+            "-5",
+            "--rate must be a number of requests per second above 0 (at most 10000000), not -5",
+        ),
+        (
+            "--rate",
+            "-0.5",
+            "--rate must be a number of requests per second above 0 (at most 10000000), not -0.5",
+        ),
+        (
+            "--connections",
+            "-1",
+            "--connections must be from 1 to 100000, not -1",
+        ),
+        ("-c", "-1", "--connections must be from 1 to 100000, not -1"),
+        (
+            "--duration",
+            "-3",
+            "--duration \"-3\": give a duration above zero",
+        ),
+        (
+            "-d",
+            "-3s",
+            "--duration \"-3s\": give a duration above zero",
+        ),
+        (
+            "--timeout",
+            "-1",
+            "--timeout \"-1\": give a duration above zero",
+        ),
+        (
+            "--ttl-seconds",
+            "-1",
+            "--ttl-seconds must be from 0 to 86400, not -1",
+        ),
+        (
+            "--subscribers",
+            "-1",
+            "--subscribers must be from 1 to 1000000, not -1",
+        ),
+        (
+            "--threads",
+            "-1",
+            "--threads must be from 1 to 1024, not -1",
+        ),
+        ("-n", "-1", "--requests must be at least 1, not -1"),
+    ] {
+        fails_with_one_line(&["--embedded", "--data", "x", flag, value], says);
+    }
 }
 
 #[test]

@@ -218,18 +218,24 @@ impl Plan {
             }
             (None, None) => Mix::single(Op::Presence),
         };
-        if args.ttl_seconds > subscriber_store::MAX_TTL_SECONDS {
-            return Err(format!(
-                "--ttl-seconds must be from 0 to 86400, not {}",
-                args.ttl_seconds
-            ));
-        }
-        if args.subscribers == 0 || args.subscribers > 1_000_000 {
-            return Err(format!(
-                "--subscribers must be from 1 to 1000000, not {}",
-                args.subscribers
-            ));
-        }
+        let ttl_seconds = u32::try_from(args.ttl_seconds)
+            .ok()
+            .filter(|t| *t <= subscriber_store::MAX_TTL_SECONDS)
+            .ok_or_else(|| {
+                format!(
+                    "--ttl-seconds must be from 0 to 86400, not {}",
+                    args.ttl_seconds
+                )
+            })?;
+        let subscribers = u64::try_from(args.subscribers)
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "--subscribers must be from 1 to 1000000, not {}",
+                    args.subscribers
+                )
+            })?;
         if args.id_prefix.len() > 200
             || !args
                 .id_prefix
@@ -241,12 +247,15 @@ impl Plan {
                 args.id_prefix
             ));
         }
-        if args.connections == 0 || args.connections > 100_000 {
-            return Err(format!(
-                "--connections must be from 1 to 100000, not {}",
-                args.connections
-            ));
-        }
+        let connections = usize::try_from(args.connections)
+            .ok()
+            .filter(|c| (1..=100_000).contains(c))
+            .ok_or_else(|| {
+                format!(
+                    "--connections must be from 1 to 100000, not {}",
+                    args.connections
+                )
+            })?;
         let threads = match args.threads {
             None => std::thread::available_parallelism().map_or(2, usize::from),
             Some(t @ 1..=1024) => t as usize,
@@ -257,10 +266,16 @@ impl Plan {
             .as_deref()
             .map(|d| parse_duration("--duration", d))
             .transpose()?;
-        if args.requests == Some(0) {
-            return Err("--requests must be at least 1".into());
-        }
-        let duration = match (duration, args.requests) {
+        let requests = args
+            .requests
+            .map(|n| {
+                u64::try_from(n)
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("--requests must be at least 1, not {n}"))
+            })
+            .transpose()?;
+        let duration = match (duration, requests) {
             (None, None) => Some(Duration::from_secs(10)),
             (d, _) => d,
         };
@@ -275,14 +290,14 @@ impl Plan {
         Ok(Plan {
             target,
             mix,
-            ttl_seconds: args.ttl_seconds,
-            subscribers: args.subscribers,
+            ttl_seconds,
+            subscribers,
             id_prefix: args.id_prefix,
             cleanup: args.cleanup,
-            connections: args.connections as usize,
+            connections,
             threads,
             duration,
-            requests: args.requests,
+            requests,
             rate: args.rate,
             timeout,
             json: args.json,

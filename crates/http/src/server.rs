@@ -249,17 +249,14 @@ pub async fn serve(
                 let started = Instant::now();
                 let method = request.method().clone();
                 let path = request.uri().path().to_owned();
+                // The route template, or one value for a path no route
+                // answers with this method (404 and 405 alike).
                 let route = crate::router::route(&method, &path)
                     .map_or("unmatched", |matched| matched.pattern);
                 let metrics = state.config.metrics.clone();
                 let reply = handlers::handle(state, request).await;
                 if let Some(metrics) = metrics {
-                    metrics.request(
-                        route,
-                        method.as_str(),
-                        reply.status().as_u16(),
-                        started.elapsed(),
-                    );
+                    metrics.request(route, &method, reply.status().as_u16(), started.elapsed());
                 }
                 tracing::info!(
                     %method,
