@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::{KEY, Reply, Server};
 use serde_json::Value;
 use testkit::pg::PgCluster;
+use testkit::{EventStream, Next, SseItem};
 
 /// `subscriberd serve --backend postgres` on `url`, provisioning `key`
 /// into `environment` (the default, `Development`, when `None`).
@@ -721,11 +722,30 @@ fn old_events_are_purged_and_older_cursors_are_410() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(pg.sql("t_retention", "SELECT count(*) FROM events"), "0");
-    // The reader that read everything reads on, and sees the next change.
+    // Without after: an empty page whose next is the last purged seq.
+    let reply = call(server.addr, KEY, "GET", "/v1/presence/events", &[], None);
+    assert_eq!(reply.status, 200, "{}", text(&reply));
+    assert_eq!(
+        reply.data(),
+        serde_json::json!({"events": [], "next": last}),
+        "next is the retention floor"
+    );
+    // The reader that read everything (or passes that next back) reads on,
+    // and sees the next change; so do streams from there and from now.
     let path = format!("/v1/presence/events?after={last}");
     let reply = call(server.addr, KEY, "GET", &path, &[], None);
     assert_eq!(reply.status, 200, "{}", text(&reply));
     assert_eq!(reply.data()["events"], serde_json::json!([]));
+    let auth = format!("ApiKey {KEY}");
+    let sse = [
+        ("Authorization", auth.as_str()),
+        ("Accept", "text/event-stream"),
+    ];
+    let open = |path: &str| {
+        EventStream::open(server.addr, path, &sse)
+            .unwrap_or_else(|reply| panic!("{path}: no stream: {} {}", reply.status, text(&reply)))
+    };
+    let mut streams = [open(&path), open("/v1/presence/events")];
     let reply = call(
         server.addr,
         KEY,
@@ -740,4 +760,14 @@ fn old_events_are_purged_and_older_cursors_are_410() {
     let next = reply.data()["events"].clone();
     assert_eq!(next.as_array().map(Vec::len), Some(1), "{next}");
     assert_eq!(next[0]["isOnline"], false);
+    for stream in &mut streams {
+        match stream.next_event(Duration::from_secs(10)) {
+            Next::Item(SseItem::Event { id, data, .. }) => {
+                assert_eq!(Some(id.as_str()), next[0]["seq"].as_str());
+                let event: Value = serde_json::from_str(&data).expect("data is JSON");
+                assert_eq!(event, next[0]);
+            }
+            other => panic!("expected the new event, got {other:?}"),
+        }
+    }
 }

@@ -378,7 +378,7 @@ fn schemas() -> Value {
             "required": ["events", "next"],
             "properties": {
                 "events": {"type": "array", "items": {"$ref": "#/components/schemas/PresenceEventDto"}},
-                "next": {"type": "string", "pattern": "^[0-9]{1,20}$", "description": "The last event's seq, else the `after` given, else \"0\""}
+                "next": {"type": "string", "pattern": "^[0-9]{1,20}$", "description": "The last event's seq, else the `after` given, else the last purged seq (\"0\" while nothing was purged); passed back as `after`, never a 410 for a reader that missed nothing"}
             }
         },
         "OnlinePageDto": {

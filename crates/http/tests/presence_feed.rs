@@ -572,6 +572,71 @@ fn a_cursor_older_than_the_retention_is_410() {
     );
 }
 
+/// After a purge of every event (SPEC 11): the page without `after` is
+/// empty with `next` the last purged seq; passing that back is no 410, nor
+/// is a stream started there or from now; the next change is on the page
+/// after it and on both streams. Below the floor (and `after=0`) is 410.
+#[test]
+fn after_a_full_purge_next_is_the_floor_and_passing_it_back_reads_on() {
+    let clock = ManualClock::new(START);
+    let store_clock = Arc::new(clock.clone());
+    let s = TestServer::with_store(ServerConfig::default(), |c| {
+        c.clock(store_clock)
+            .durability(Durability::Durable)
+            .background_expiry(false)
+            .event_retention(Duration::from_secs(60))
+    });
+    let auth = s.auth_a();
+    for id in ["u1", "u2"] {
+        create(&s, &auth, id);
+        set_online(&s, id, true);
+    }
+    let old = seqs(&get(&s, EVENTS));
+    assert_eq!(old.len(), 2);
+    let floor = old[1];
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(s.store().purge_events(100).expect("purge"), 2);
+
+    let page = get(&s, EVENTS);
+    assert_eq!(page, json!({"events": [], "next": floor.to_string()}));
+    let next = page["next"].as_str().expect("next").to_owned();
+    let after_next = format!("{EVENTS}?after={next}");
+    assert_eq!(
+        get(&s, &after_next),
+        json!({"events": [], "next": next}),
+        "a reader that missed nothing is not told to resynchronise"
+    );
+    for cursor in [0, old[0]] {
+        let path = format!("{EVENTS}?after={cursor}");
+        let reply = s.call("GET", &path, None);
+        assert_eq!(reply.status, 410, "{path}: {}", reply.json());
+    }
+
+    let mut from_floor = stream(&s, &after_next, &[]).expect("a stream at the floor");
+    assert_eq!(from_floor.status, 200);
+    let mut resumed = stream(&s, EVENTS, &[("Last-Event-ID", &next)]).expect("Last-Event-ID");
+    let mut from_now = stream(&s, EVENTS, &[]).expect("a stream from now");
+    assert_eq!(
+        from_now.next_event(Duration::from_millis(300)),
+        Next::Timeout
+    );
+
+    set_online(&s, "u1", false);
+    let page = get(&s, &after_next);
+    let written = seqs(&page);
+    assert_eq!(written.len(), 1, "exactly the new event: {page}");
+    assert!(written[0] > floor);
+    assert_eq!(page["next"], written[0].to_string());
+    assert_eq!(page["events"][0]["subscriberId"], "u1");
+    assert_eq!(page["events"][0]["isOnline"], false);
+    for live in [&mut from_floor, &mut resumed, &mut from_now] {
+        let (seq, event) = next_event(live);
+        assert_eq!(seq, written[0]);
+        assert_eq!(event, page["events"][0]);
+    }
+    assert_eq!(get(&s, EVENTS)["events"], page["events"]);
+}
+
 #[test]
 fn a_key_sees_only_its_own_environment() {
     let (s, _clock) = server();

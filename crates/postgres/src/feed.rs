@@ -198,7 +198,8 @@ impl PgBackend {
     }
 
     /// Up to `limit` events after `after` (from the oldest kept without
-    /// it); a cursor before the purge mark is `CursorExpired`.
+    /// it); a cursor before the purge mark is `CursorExpired`. `next` is
+    /// the last event's seq, else `after`, else the purge mark.
     pub(crate) async fn page(
         &self,
         tenant: &Tenant,
@@ -251,7 +252,9 @@ impl PgBackend {
                 cause: cause_of(row.get(7))?,
             });
         }
-        let next = events.last().map_or(after.unwrap_or(0), |e| e.seq);
+        // Else the cursor given, else the purge mark: never a cursor this
+        // refuses for a reader that missed nothing.
+        let next = events.last().map_or(after.unwrap_or(purged), |e| e.seq);
         Ok(EventPage { events, next })
     }
 

@@ -37,12 +37,22 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Both backends (PostgreSQL only where it is installed), each with
 /// `ttl` as the default lease and a manual clock.
 async fn subjects(ttl: u32) -> Vec<Subject> {
+    subjects_keeping(ttl, DEFAULT_RETENTION).await
+}
+
+/// Both backends' default event retention.
+const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// As [`subjects`], keeping events for `retention` (each backend's own
+/// housekeeping purges them).
+async fn subjects_keeping(ttl: u32, retention: Duration) -> Vec<Subject> {
     let mut subjects = Vec::new();
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000)));
     let store = Store::open(
         Config::temporary()
             .clock(clock.clone())
-            .presence_ttl_secs(ttl),
+            .presence_ttl_secs(ttl)
+            .event_retention(retention),
     )
     .expect("open sled");
     let org = store.create_organization("Acme").expect("org");
@@ -61,6 +71,7 @@ async fn subjects(ttl: u32) -> Vec<Subject> {
         let mut options = Options::new(cluster.url());
         options.clock = clock.clone();
         options.presence_ttl_secs = ttl;
+        options.event_retention = retention;
         options.pool_size = 8;
         let pg = PgBackend::start(options).await.expect("start postgres");
         let org = pg.create_organization("Acme").await.expect("org");
@@ -416,6 +427,88 @@ fn the_online_query_pages_and_windows_and_environments_are_apart() {
                 ),
                 "{n}"
             );
+        }
+    });
+}
+
+/// After the housekeeping purged every event, the page without a cursor is
+/// empty with `next` the last purged seq; passing it back is no
+/// `CursorExpired` (nor is waiting there, as a stream does), a cursor below
+/// it is, and the page after it holds exactly the next change.
+#[test]
+fn after_a_full_purge_next_is_the_floor_and_a_reader_reads_on() {
+    runtime().block_on(async {
+        for s in subjects_keeping(0, Duration::from_secs(60)).await {
+            let n = s.name;
+            for id in ["p1", "p2"] {
+                run(&s, &s.a, create(id)).await.expect("create");
+                run(&s, &s.a, online(id, true)).await.expect("write");
+            }
+            let written = all_events(&s, &s.a).await;
+            assert_eq!(written.len(), 2, "{n}");
+            let floor = written[1].seq;
+            s.clock.advance(Duration::from_secs(61));
+            // The backend's own housekeeping purges (PostgreSQL's every 5 s).
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                match s.backend.events(&s.a, Some(0), 10).await {
+                    Err(Error::CursorExpired { purged_through, .. }) if purged_through == floor => {
+                        break;
+                    }
+                    Err(Error::CursorExpired { .. }) | Ok(_) => {}
+                    Err(e) => panic!("{n}: {e:?}"),
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{n}: 20 s on, the events were not purged"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+
+            let page = s.backend.events(&s.a, None, 10).await.expect("page");
+            assert!(page.events.is_empty(), "{n}: {page:?}");
+            assert_eq!(page.next, floor, "{n}: next is the last purged seq");
+            let page = s
+                .backend
+                .events(&s.a, Some(page.next), 10)
+                .await
+                .expect("after=next is no CursorExpired");
+            assert!(page.events.is_empty(), "{n}: {page:?}");
+            assert_eq!(page.next, floor, "{n}");
+            for below in [0, floor - 1] {
+                let err = s
+                    .backend
+                    .events(&s.a, Some(below), 10)
+                    .await
+                    .expect_err("below the floor");
+                assert!(
+                    matches!(err, Error::CursorExpired { after, purged_through } if after == below && purged_through == floor),
+                    "{n}: {err:?}"
+                );
+            }
+            // A stream from now starts at the floor and waits there.
+            assert_eq!(s.backend.last_event(&s.a).await.expect("last"), floor, "{n}");
+            let notice = s.backend.event_after(&s.a, floor).expect("notice");
+            let notice = tokio::spawn(notice);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(!notice.is_finished(), "{n}: no event after the floor yet");
+
+            run(&s, &s.a, online("p1", false)).await.expect("write");
+            tokio::time::timeout(Duration::from_secs(10), notice)
+                .await
+                .expect("the notice resolves")
+                .expect("notice task");
+            let page = s.backend.events(&s.a, Some(floor), 10).await.expect("page");
+            assert_eq!(page.events.len(), 1, "{n}: exactly the new event: {page:?}");
+            let event = &page.events[0];
+            assert!(event.seq > floor, "{n}: {event:?}");
+            assert_eq!(
+                (event.subscriber_id.as_str(), event.is_online, event.version),
+                ("p1", false, Version(2)),
+                "{n}"
+            );
+            assert_eq!(page.next, event.seq, "{n}");
+            assert_eq!(all_events(&s, &s.a).await, page.events, "{n}");
         }
     });
 }

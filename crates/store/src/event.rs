@@ -64,8 +64,9 @@ pub struct PresenceEvent {
 pub struct EventPage {
     /// At most the page size, oldest first.
     pub events: Vec<PresenceEvent>,
-    /// The last event's seq, else the cursor given, else 0: where the next
-    /// page starts.
+    /// The last event's seq, else the cursor given, else the last purged
+    /// seq (0 while nothing was purged): where the next page starts, never
+    /// a cursor the feed refuses for a reader that missed nothing.
     pub next: u64,
 }
 

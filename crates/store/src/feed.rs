@@ -134,10 +134,13 @@ impl Feeds {
 
 impl EnvFeed {
     fn load(trees: &Trees, env: ObjectId) -> Result<EnvFeed> {
-        let last = match trees.events.scan_prefix(env.as_bytes()).next_back() {
+        let newest = match trees.events.scan_prefix(env.as_bytes()).next_back() {
             Some(entry) => layout::event_seq(&entry?.0)?,
             None => 0,
         };
+        // After a purge of every event only the purge mark (seq 0) is left:
+        // seqs carry on above the last purged one, never reuse it.
+        let last = newest.max(purged_through(trees, env)?);
         let marked = match trees.meta.get(layout::feed_mark_key(env))? {
             Some(bytes) => layout::read_u64(&bytes)?,
             None => 0,
@@ -286,7 +289,9 @@ impl EnvFeed {
     }
 
     /// Up to `limit` readable events after `after` (from the oldest kept
-    /// without it).
+    /// without it). `next` is the last event's seq, else `after`, else the
+    /// last purged seq (0 while nothing was purged): the cursor of a reader
+    /// that missed nothing, never below the purge mark.
     pub(crate) fn page(
         &self,
         trees: &Trees,
@@ -313,7 +318,7 @@ impl EnvFeed {
                 events.push(EventRecord::decode(&value)?.into_event(seq));
             }
         }
-        let next = events.last().map_or(after.unwrap_or(0), |e| e.seq);
+        let next = events.last().map_or(after.unwrap_or(purged), |e| e.seq);
         Ok(EventPage { events, next })
     }
 

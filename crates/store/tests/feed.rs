@@ -232,6 +232,97 @@ fn retention_purges_oldest_first_and_refuses_older_cursors() {
     assert!(page.events.is_empty());
 }
 
+/// After a purge of every event, `next` of the page without a cursor is
+/// the last purged seq (the retention floor): a poller that passes it back
+/// missed nothing, so it is no 410, and the page after it holds exactly
+/// the events written since. A cursor below the floor is still refused.
+#[test]
+fn after_a_full_purge_next_is_the_floor_and_a_poller_reads_on() {
+    let clock = Arc::new(ManualClock::new(ms(1_000)));
+    let (store, tenant) = open_with_a(
+        Config::temporary()
+            .clock(clock.clone())
+            .background_expiry(false)
+            .event_retention(Duration::from_secs(60)),
+    );
+    store.set_online(&tenant, "a", true, None).expect("write");
+    store.set_online(&tenant, "a", false, None).expect("write");
+    let written = all_events(&store, &tenant);
+    assert_eq!(written.len(), 2);
+    let floor = written[1].seq;
+    clock.set(ms(62_000));
+    assert_eq!(store.purge_events(100).expect("purge"), 2);
+
+    let page = store.events(&tenant, None, 10).expect("without a cursor");
+    assert!(page.events.is_empty(), "{page:?}");
+    assert_eq!(page.next, floor, "next is the last purged seq");
+    let page = store
+        .events(&tenant, Some(page.next), 10)
+        .expect("after=next is no 410");
+    assert!(page.events.is_empty(), "{page:?}");
+    assert_eq!(page.next, floor);
+    for below in [0, floor - 1] {
+        let err = store
+            .events(&tenant, Some(below), 10)
+            .expect_err("below the floor");
+        assert!(
+            matches!(err, Error::CursorExpired { after, purged_through } if after == below && purged_through == floor),
+            "{err:?}"
+        );
+    }
+    // A stream from now starts at the floor, and is not refused there.
+    assert_eq!(store.last_event(&tenant).expect("last"), floor);
+
+    store.set_online(&tenant, "a", true, None).expect("write");
+    let page = store.events(&tenant, Some(floor), 10).expect("after=next");
+    assert_eq!(page.events.len(), 1, "{page:?}");
+    let event = &page.events[0];
+    assert!(event.seq > floor);
+    assert!(event.is_online);
+    assert_eq!(event.version.0, 3);
+    assert_eq!(page.next, event.seq);
+    assert_eq!(
+        store.events(&tenant, None, 10).expect("page").events,
+        page.events
+    );
+}
+
+/// The floor survives a reopen: after every event was purged, the reopened
+/// store neither hands out a seq at or below it again nor starts a reader
+/// from now below it.
+#[test]
+fn after_a_full_purge_and_a_reopen_seqs_continue_above_the_floor() {
+    let dir = tempfile::tempdir().expect("dir");
+    let clock = Arc::new(ManualClock::new(ms(1_000)));
+    let config = || {
+        Config::new(dir.path())
+            .clock(clock.clone())
+            .background_expiry(false)
+            .event_retention(Duration::from_secs(60))
+    };
+    let (tenant, floor) = {
+        let (store, tenant) = open_with_a(config());
+        store.set_online(&tenant, "a", true, None).expect("write");
+        store.set_online(&tenant, "a", false, None).expect("write");
+        let floor = store.last_event(&tenant).expect("last");
+        clock.set(ms(62_000));
+        assert_eq!(store.purge_events(100).expect("purge"), 2);
+        store.flush().expect("flush");
+        (tenant, floor)
+    };
+    let store = Store::open(config()).expect("reopen");
+    assert_eq!(store.last_event(&tenant).expect("last"), floor);
+    let page = store.events(&tenant, None, 10).expect("without a cursor");
+    assert!(page.events.is_empty(), "{page:?}");
+    assert_eq!(page.next, floor);
+    store.set_online(&tenant, "a", true, None).expect("write");
+    let page = store.events(&tenant, Some(floor), 10).expect("after=next");
+    assert_eq!(page.events.len(), 1, "{page:?}");
+    assert!(page.events[0].seq > floor, "{page:?}");
+    assert_eq!(page.events[0].version.0, 3);
+    assert_eq!(page.next, page.events[0].seq);
+}
+
 #[test]
 fn waiting_for_the_next_event_blocks_until_one_is_readable() {
     let dir = tempfile::tempdir().expect("dir");
