@@ -123,6 +123,9 @@ struct Inner {
     /// Woken when this process commits events.
     pending: tokio::sync::Notify,
     keys: reads::KeyCache,
+    /// The leases written through this process, on its monotonic clock
+    /// (SPEC section 10; the store's deadlines.rs).
+    deadlines: subscriber_store::rules::Deadlines,
     started: AtomicBool,
     gauges: parking_lot::Mutex<Gauges>,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -226,6 +229,7 @@ impl PgBackend {
                 feeds: feed::Notices::default(),
                 pending: tokio::sync::Notify::new(),
                 keys: reads::KeyCache::default(),
+                deadlines: subscriber_store::rules::Deadlines::default(),
                 started: AtomicBool::new(!options.housekeeping),
                 gauges: parking_lot::Mutex::new(Gauges::default()),
                 tasks: parking_lot::Mutex::new(Vec::new()),

@@ -62,8 +62,14 @@ impl PgBackend {
             .await
             .map_err(|e| self.failed(&e))?
             .ok_or(Error::NotFound(Entity::Subscriber))?;
-        let now = self.now();
-        Ok(rules::decode_document(row.get::<_, &[u8]>(0))?.as_of(now))
+        let clocks = rules::Now::of(self.inner.options.clock.as_ref());
+        let doc = rules::decode_document(row.get::<_, &[u8]>(0))?;
+        let key = crate::write::deadline_key(&env, subscriber_id);
+        Ok(self
+            .inner
+            .deadlines
+            .apply(&key, doc, clocks)
+            .as_of(clocks.wall))
     }
 
     /// Online now (lease-aware), or with `within` also offline since then,

@@ -11,9 +11,10 @@
 //! 5. commit: durable as the database's commit is.
 
 use deadpool_postgres::Transaction;
-use subscriber_store::rules::{self, Appended, Decision};
+use subscriber_store::rules::{self, Appended, Deadlines, Decision, Now};
 use subscriber_store::{
-    Command, Error, Executed, Idempotency, Precondition, Result, Subscriber, Tenant, Timestamp,
+    Command, Error, Executed, Idempotency, Lease, Precondition, Result, Subscriber, Tenant,
+    Timestamp,
 };
 
 use crate::PgBackend;
@@ -21,6 +22,33 @@ use crate::error::retryable;
 
 /// How often a write that lost a race (deadlock, serialization) runs again.
 const ATTEMPTS: usize = 5;
+
+/// A committed write's effect on a lease: the one it found (as this
+/// process applies it) and the one it stored.
+struct LeaseChange {
+    key: Vec<u8>,
+    seen: Option<Lease>,
+    after: Option<Lease>,
+    clocks: Now,
+}
+
+impl LeaseChange {
+    fn tell(self, deadlines: &Deadlines) {
+        match self.after {
+            None => deadlines.ended(&self.key),
+            Some(lease) if Some(lease) == self.seen => deadlines.kept(&self.key, lease.expires_at),
+            Some(lease) => deadlines.started(&self.key, &lease, self.clocks),
+        }
+    }
+}
+
+/// The key this process's [`Deadlines`] hold a subscriber's lease under
+/// (the sled store's document key: environment, then id).
+pub(crate) fn deadline_key(environment: &[u8], subscriber_id: &str) -> Vec<u8> {
+    let mut key = environment.to_vec();
+    key.extend_from_slice(subscriber_id.as_bytes());
+    key
+}
 
 /// The key of a subscriber's advisory lock: FNV-1a over the environment
 /// and the id (the same in every process; a collision only serialises two
@@ -49,8 +77,9 @@ struct Once<'a> {
 /// once: boxing would only add an allocation).
 #[allow(clippy::large_enum_variant)]
 enum Ended {
-    /// Ran (or replayed); `true` if it appended events.
-    Executed(Executed, bool),
+    /// Ran (or replayed); `true` if it appended events; what it did to the
+    /// subscriber's lease, told to the process's deadlines once committed.
+    Executed(Executed, bool, Option<LeaseChange>),
     /// Refused before anything was written (rolled back).
     Refused(Error),
 }
@@ -88,11 +117,14 @@ impl PgBackend {
                 )
                 .await;
             match ran {
-                Ok(Ended::Executed(executed, appended)) => {
+                Ok(Ended::Executed(executed, appended, lease)) => {
                     // A failed commit leaves the outcome unknown: the
                     // client's retry with its key replays or executes.
                     match tx.commit().await {
                         Ok(()) => {
+                            if let Some(lease) = lease {
+                                lease.tell(&self.inner.deadlines);
+                            }
                             if appended {
                                 self.inner.pending.notify_one();
                             }
@@ -175,14 +207,19 @@ impl PgBackend {
             if fingerprint != once.fingerprint {
                 return Ok(Ended::Refused(Error::IdempotencyKeyReused));
             }
-            return Ok(Ended::Executed(executed, false));
+            return Ok(Ended::Executed(executed, false, None));
         }
         // Read under the lock: writes to one document take their times in
         // the order they commit.
-        let now = self.now();
+        let clocks = Now::of(self.inner.options.clock.as_ref());
+        let now = clocks.wall;
+        let key = deadline_key(&env, &subscriber_id);
+        // The lease as this process measures it (SPEC section 10), then the rules.
         let current = current
             .map(|row| rules::decode_document(row.get::<_, &[u8]>(0)))
-            .transpose()?;
+            .transpose()?
+            .map(|doc| self.inner.deadlines.apply(&key, doc, clocks));
+        let seen = current.as_ref().and_then(|doc| doc.lease);
         let decided = rules::decide(
             command,
             current,
@@ -192,6 +229,12 @@ impl PgBackend {
             fresh_id,
             self.inner.options.presence_ttl_secs,
         );
+        let lease = decided.as_ref().ok().map(|decision| LeaseChange {
+            key,
+            seen,
+            after: decision.document.lease.filter(|_| !decision.removed),
+            clocks,
+        });
         let (outcome, events, removed) = match decided {
             Ok(Decision {
                 document,
@@ -274,6 +317,7 @@ impl PgBackend {
                 annotation,
             },
             !events.is_empty(),
+            lease,
         ))
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use subscriber_postgres::{Options, PgBackend};
 use subscriber_store::{
-    Backend, Command, Config, Error, EventCause, Executed, Idempotency, IdempotencyKey,
+    Backend, Clock, Command, Config, Error, EventCause, Executed, Idempotency, IdempotencyKey,
     ManualClock, OnlineQuery, Precondition, PresenceEvent, Store, SubscriberInput, Tenant,
     Timestamp, Version,
 };
@@ -340,6 +340,70 @@ fn leases_expire_once_and_fold_into_later_writes() {
             );
             let stats = s.backend.presence_stats(&s.a).await.expect("stats");
             assert_eq!((stats.online, stats.subscribers), (1, 2), "{n}");
+        }
+    });
+}
+
+#[test]
+fn a_wall_clock_stepped_back_does_not_stretch_a_lease() {
+    runtime().block_on(async {
+        for s in subjects(3).await {
+            let n = s.name;
+            run(&s, &s.a, create("x")).await.expect("create");
+            let beat = run(&s, &s.a, online("x", true))
+                .await
+                .expect("online")
+                .outcome
+                .expect("doc");
+            let heard = s.clock.now();
+            // The wall clock steps back an hour; 2 s pass: still online.
+            s.clock.set(heard.saturating_sub(Duration::from_secs(3600)));
+            s.clock.advance(Duration::from_secs(2));
+            let read = s.backend.get(&s.a, "x").await.expect("get");
+            assert_eq!(read.is_online, Some(true), "{n}");
+            // The TTL after the heartbeat by the monotonic clock: offline
+            // in reads at once, and the expirer writes it once.
+            s.clock.advance(Duration::from_millis(1_500));
+            let read = s.backend.get(&s.a, "x").await.expect("get");
+            assert_eq!(
+                (read.is_online, read.version, read.last_online_at),
+                (Some(false), Version(2), Some(beat.updated_at)),
+                "{n}: {read:?}"
+            );
+            let mut causes = Vec::new();
+            for _ in 0..200 {
+                causes = all_events(&s, &s.a)
+                    .await
+                    .iter()
+                    .map(|e| (e.is_online, e.version.0, e.cause))
+                    .collect();
+                if causes.len() >= 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(
+                causes,
+                vec![
+                    (true, 1, EventCause::Write),
+                    (false, 2, EventCause::Expired)
+                ],
+                "{n}: the expiry written once"
+            );
+            // A heartbeat after the step: its deadline is its clock's
+            // reading + TTL, not the document's later updatedAt + TTL.
+            run(&s, &s.a, create("y")).await.expect("create");
+            let now = s.clock.now();
+            let y = run(&s, &s.a, online("y", true))
+                .await
+                .expect("online")
+                .outcome
+                .expect("doc");
+            assert_eq!(
+                y.online_expires_at(),
+                Some(now.saturating_add(Duration::from_secs(3))),
+                "{n}"
+            );
         }
     });
 }

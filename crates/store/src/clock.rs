@@ -74,7 +74,7 @@ pub trait Clock: Send + Sync + fmt::Debug {
 
 /// One reading of both clocks, taken together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Now {
+pub struct Now {
     /// The wall clock: what timestamps say.
     pub wall: Timestamp,
     /// The monotonic clock: what lease deadlines follow.
@@ -82,7 +82,8 @@ pub(crate) struct Now {
 }
 
 impl Now {
-    pub(crate) fn of(clock: &dyn Clock) -> Now {
+    /// Both readings of `clock`, now.
+    pub fn of(clock: &dyn Clock) -> Now {
         Now {
             wall: clock.now(),
             mono: clock.monotonic(),

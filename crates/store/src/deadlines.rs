@@ -19,6 +19,9 @@
 //! deadline says, but never later than its TTL from the open: a deadline
 //! further ahead is cut to now + TTL.
 //!
+//! Public (through [`rules`](crate::rules)) so another backend holds the
+//! leases written through its process the same way.
+//!
 //! Memory: one entry per running lease (the document key twice, about 60
 //! bytes plus the id's length twice, and the map's overhead).
 
@@ -70,9 +73,10 @@ impl Table {
     }
 }
 
-/// The monotonic deadlines of one open database's leases.
+/// The monotonic deadlines of the leases one process knows (for the sled
+/// store: every running lease of its open database).
 #[derive(Debug, Default)]
-pub(crate) struct Deadlines {
+pub struct Deadlines {
     table: Mutex<Table>,
 }
 
@@ -93,7 +97,7 @@ fn wall_gap(a: Timestamp, b: Timestamp) -> Duration {
 
 impl Deadlines {
     /// A write at `now` started or moved `lease` (under the subscriber's lock).
-    pub(crate) fn started(&self, key: &[u8], lease: &Lease, now: Now) {
+    pub fn started(&self, key: &[u8], lease: &Lease, now: Now) {
         let held = Held {
             stored: lease.expires_at,
             due: now.mono.saturating_add(ttl_of(lease)),
@@ -104,7 +108,7 @@ impl Deadlines {
 
     /// A lease found in storage at open (`now`): due when its deadline says,
     /// but no later than its TTL from now.
-    pub(crate) fn adopted(&self, key: &[u8], lease: &Lease, now: Now) {
+    pub fn adopted(&self, key: &[u8], lease: &Lease, now: Now) {
         let ttl = ttl_of(lease);
         let left = wall_gap(lease.expires_at, now.wall);
         let (left, ends) = if left > ttl {
@@ -122,7 +126,7 @@ impl Deadlines {
 
     /// A write kept the running lease but stored it with deadline `stored`
     /// (the deadline a read applies, once cut): the same lease, renamed.
-    pub(crate) fn kept(&self, key: &[u8], stored: Timestamp) {
+    pub fn kept(&self, key: &[u8], stored: Timestamp) {
         let mut table = self.table.lock();
         if let Some(held) = table.held.get_mut(key) {
             held.stored = stored;
@@ -131,12 +135,12 @@ impl Deadlines {
 
     /// The document at `key` holds no lease any more (offline, deleted,
     /// expired).
-    pub(crate) fn ended(&self, key: &[u8]) {
+    pub fn ended(&self, key: &[u8]) {
         self.table.lock().remove(key);
     }
 
     /// Forgets the entry at `key` if it is the lease stored with `stored`.
-    pub(crate) fn forget(&self, key: &[u8], stored: Timestamp) {
+    pub fn forget(&self, key: &[u8], stored: Timestamp) {
         let mut table = self.table.lock();
         if table.held.get(key).is_some_and(|h| h.stored == stored) {
             table.remove(key);
@@ -148,7 +152,7 @@ impl Deadlines {
     /// ([`Subscriber::as_of`], `lease_expired`) give the answer both
     /// clocks give. A lease this table does not hold keeps its stored
     /// deadline.
-    pub(crate) fn apply(&self, key: &[u8], mut doc: Subscriber, now: Now) -> Subscriber {
+    pub fn apply(&self, key: &[u8], mut doc: Subscriber, now: Now) -> Subscriber {
         if let Some(lease) = &mut doc.lease {
             if let Some(ends) = self.ends(key, lease.expires_at, now) {
                 lease.expires_at = ends;
@@ -170,7 +174,7 @@ impl Deadlines {
 
     /// Up to `limit` leases due by the monotonic clock at `now`, in that
     /// order: `(document key, stored deadline)`.
-    pub(crate) fn due(&self, now: Now, limit: usize) -> Vec<(Vec<u8>, Timestamp)> {
+    pub fn due(&self, now: Now, limit: usize) -> Vec<(Vec<u8>, Timestamp)> {
         let table = self.table.lock();
         table
             .order
@@ -184,7 +188,7 @@ impl Deadlines {
     /// Those of [`due`](Self::due) whose key starts with `prefix` and whose
     /// stored deadline is still ahead of the wall clock (what an index of
     /// wall-clock deadlines does not show as run out).
-    pub(crate) fn due_ahead_of_wall(&self, prefix: &[u8], now: Now) -> Vec<(Vec<u8>, Timestamp)> {
+    pub fn due_ahead_of_wall(&self, prefix: &[u8], now: Now) -> Vec<(Vec<u8>, Timestamp)> {
         self.due(now, usize::MAX)
             .into_iter()
             .filter(|(key, stored)| key.starts_with(prefix) && *stored > now.wall)
@@ -193,7 +197,7 @@ impl Deadlines {
 
     /// How long until the next lease falls due on the monotonic clock
     /// (leases due already are the expiry's to write now).
-    pub(crate) fn next_due(&self, now: Now) -> Option<Duration> {
+    pub fn next_due(&self, now: Now) -> Option<Duration> {
         let table = self.table.lock();
         let after = (now.mono.saturating_add(Duration::from_nanos(1)), Vec::new());
         table

@@ -4,8 +4,10 @@
 //! backend brings its own locking and storage; what a write *does* is
 //! decided here, and only here.
 
+pub use crate::clock::Now;
 use crate::clock::Timestamp;
 use crate::command::{self, Change, Command};
+pub use crate::deadlines::Deadlines;
 use crate::error::{Error, Field, InputProblem, Result};
 use crate::event::{EventRecord, PresenceEvent, event_of_expiry};
 use crate::id::{self, ObjectId};
