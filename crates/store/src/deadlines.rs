@@ -15,17 +15,19 @@
 //! deadline the expiry applies (its `updatedAt` and its event's `at`)
 //! becomes the monotonic deadline told in today's wall time, fixed from
 //! then on so every reader and the expiry agree. A lease found at open
-//! (the table is rebuilt from the `leases` index) is due when its stored
+//! (the table is rebuilt from the documents) is due when its stored
 //! deadline says, but never later than its TTL from the open: a deadline
 //! further ahead is cut to now + TTL.
 //!
 //! Public (through [`rules`](crate::rules)) so another backend holds the
 //! leases written through its process the same way.
 //!
-//! Memory: one entry per running lease (the document key twice, about 60
-//! bytes plus the id's length twice, and the map's overhead).
+//! Memory: one entry per running lease (the document key once, shared by
+//! the map and both orders: about 180 bytes with the key and the
+//! structures' overhead, measured by `presence open` in crates/bench).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -53,28 +55,39 @@ struct Held {
 
 #[derive(Debug, Default)]
 struct Table {
-    held: HashMap<Vec<u8>, Held>,
+    held: HashMap<Arc<[u8]>, Held>,
     /// `(due, document key)`: the expiry's monotonic order.
-    order: BTreeSet<(Duration, Vec<u8>)>,
+    order: BTreeSet<(Duration, Arc<[u8]>)>,
+    /// `(ends, document key)`: the expiry's wall-clock order.
+    by_wall: BTreeSet<(Timestamp, Arc<[u8]>)>,
 }
 
 impl Table {
     fn put(&mut self, key: &[u8], held: Held) {
-        if let Some(old) = self.held.insert(key.to_vec(), held) {
-            self.order.remove(&(old.due, key.to_vec()));
-        }
-        self.order.insert((held.due, key.to_vec()));
+        let key: Arc<[u8]> = match self.held.remove_entry(key) {
+            Some((key, old)) => {
+                self.order.remove(&(old.due, Arc::clone(&key)));
+                self.by_wall.remove(&(old.ends, Arc::clone(&key)));
+                key
+            }
+            None => key.into(),
+        };
+        self.order.insert((held.due, Arc::clone(&key)));
+        self.by_wall.insert((held.ends, Arc::clone(&key)));
+        self.held.insert(key, held);
     }
 
     fn remove(&mut self, key: &[u8]) {
-        if let Some(old) = self.held.remove(key) {
-            self.order.remove(&(old.due, key.to_vec()));
+        if let Some((key, old)) = self.held.remove_entry(key) {
+            self.order.remove(&(old.due, Arc::clone(&key)));
+            self.by_wall.remove(&(old.ends, key));
         }
     }
 }
 
-/// The monotonic deadlines of the leases one process knows (for the sled
-/// store: every running lease of its open database).
+/// The deadlines of the leases one process knows, in both clocks' orders
+/// (for the sled store: every running lease of its open database, its only
+/// lease index; it costs no disk write).
 #[derive(Debug, Default)]
 pub struct Deadlines {
     table: Mutex<Table>,
@@ -88,6 +101,23 @@ fn ttl_of(lease: &Lease) -> Duration {
             .as_millis()
             .saturating_sub(lease.heard_at.as_millis()),
     )
+}
+
+/// What a lease found in storage at open (`now`) is held as: due when its
+/// deadline says, but no later than its TTL from now.
+fn held_at_open(lease: &Lease, now: Now) -> Held {
+    let ttl = ttl_of(lease);
+    let left = wall_gap(lease.expires_at, now.wall);
+    let (left, ends) = if left > ttl {
+        (ttl, now.wall.saturating_add(ttl))
+    } else {
+        (left, lease.expires_at)
+    };
+    Held {
+        stored: lease.expires_at,
+        due: now.mono.saturating_add(left),
+        ends,
+    }
 }
 
 /// `a - b` on the wall clock, 0 if `a` is earlier.
@@ -109,19 +139,28 @@ impl Deadlines {
     /// A lease found in storage at open (`now`): due when its deadline says,
     /// but no later than its TTL from now.
     pub fn adopted(&self, key: &[u8], lease: &Lease, now: Now) {
-        let ttl = ttl_of(lease);
-        let left = wall_gap(lease.expires_at, now.wall);
-        let (left, ends) = if left > ttl {
-            (ttl, now.wall.saturating_add(ttl))
-        } else {
-            (left, lease.expires_at)
-        };
-        let held = Held {
-            stored: lease.expires_at,
-            due: now.mono.saturating_add(left),
-            ends,
-        };
-        self.table.lock().put(key, held);
+        self.table.lock().put(key, held_at_open(lease, now));
+    }
+
+    /// Every lease found in storage at open, at once (as [`adopted`](Self::adopted)).
+    pub fn from_storage(leases: Vec<(Vec<u8>, Lease)>, now: Now) -> Deadlines {
+        let mut held = HashMap::with_capacity(leases.len());
+        let mut order = Vec::with_capacity(leases.len());
+        let mut by_wall = Vec::with_capacity(leases.len());
+        for (key, lease) in leases {
+            let key: Arc<[u8]> = key.into();
+            let h = held_at_open(&lease, now);
+            order.push((h.due, Arc::clone(&key)));
+            by_wall.push((h.ends, Arc::clone(&key)));
+            held.insert(key, h);
+        }
+        Deadlines {
+            table: Mutex::new(Table {
+                held,
+                order: order.into_iter().collect(),
+                by_wall: by_wall.into_iter().collect(),
+            }),
+        }
     }
 
     /// A write kept the running lease but stored it with deadline `stored`
@@ -167,44 +206,94 @@ impl Deadlines {
         let held = table.held.get_mut(key).filter(|h| h.stored == stored)?;
         if now.mono >= held.due && wall_gap(held.ends, now.wall) >= STEP {
             // Stepped back: the monotonic deadline, in today's wall time.
+            let before = held.ends;
             held.ends = now.wall.saturating_sub(now.mono - held.due);
+            let ends = held.ends;
+            if let Some((key, _)) = table.held.get_key_value(key) {
+                let key = Arc::clone(key);
+                table.by_wall.remove(&(before, Arc::clone(&key)));
+                table.by_wall.insert((ends, key));
+            }
+            return Some(ends);
         }
         Some(held.ends)
     }
 
-    /// Up to `limit` leases due by the monotonic clock at `now`, in that
-    /// order: `(document key, stored deadline)`.
+    /// Up to `limit` leases due at `now` by either clock: those the
+    /// monotonic clock says are due, then those the wall clock says are,
+    /// each in its order: `(document key, stored deadline)`.
     pub fn due(&self, now: Now, limit: usize) -> Vec<(Vec<u8>, Timestamp)> {
         let table = self.table.lock();
-        table
+        let mut due: Vec<(Vec<u8>, Timestamp)> = table
             .order
             .iter()
             .take_while(|(due, _)| *due <= now.mono)
             .take(limit)
-            .filter_map(|(_, key)| table.held.get(key).map(|h| (key.clone(), h.stored)))
-            .collect()
+            .filter_map(|(_, key)| table.held.get(key).map(|h| (key.to_vec(), h.stored)))
+            .collect();
+        let by_wall = table
+            .by_wall
+            .iter()
+            .take_while(|(ends, _)| *ends <= now.wall)
+            .filter_map(|(_, key)| {
+                let held = table.held.get(key)?;
+                // Those due by both clocks are listed once, above.
+                (held.due > now.mono).then(|| (key.to_vec(), held.stored))
+            });
+        let room = limit.saturating_sub(due.len());
+        due.extend(by_wall.take(room));
+        due
     }
 
-    /// Those of [`due`](Self::due) whose key starts with `prefix` and whose
-    /// stored deadline is still ahead of the wall clock (what an index of
-    /// wall-clock deadlines does not show as run out).
-    pub fn due_ahead_of_wall(&self, prefix: &[u8], now: Now) -> Vec<(Vec<u8>, Timestamp)> {
+    /// Those of [`due`](Self::due) whose key starts with `prefix`.
+    pub fn due_under(&self, prefix: &[u8], now: Now) -> Vec<(Vec<u8>, Timestamp)> {
         self.due(now, usize::MAX)
             .into_iter()
-            .filter(|(key, stored)| key.starts_with(prefix) && *stored > now.wall)
+            .filter(|(key, _)| key.starts_with(prefix))
             .collect()
     }
 
-    /// How long until the next lease falls due on the monotonic clock
-    /// (leases due already are the expiry's to write now).
+    /// How long until the next lease falls due by either clock (leases due
+    /// already are the expiry's to write now).
     pub fn next_due(&self, now: Now) -> Option<Duration> {
         let table = self.table.lock();
-        let after = (now.mono.saturating_add(Duration::from_nanos(1)), Vec::new());
-        table
+        let after: (Duration, Arc<[u8]>) = (
+            now.mono.saturating_add(Duration::from_nanos(1)),
+            Arc::from(&[][..]),
+        );
+        let mono = table
             .order
             .range(after..)
             .next()
-            .map(|(due, _)| due.saturating_sub(now.mono))
+            .map(|(due, _)| due.saturating_sub(now.mono));
+        let wall_after: (Timestamp, Arc<[u8]>) = (
+            Timestamp::from_millis(now.wall.as_millis().saturating_add(1)),
+            Arc::from(&[][..]),
+        );
+        let wall = table
+            .by_wall
+            .range(wall_after..)
+            .next()
+            .map(|(ends, _)| wall_gap(*ends, now.wall));
+        match (mono, wall) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The earliest deadline this process applies, by the wall clock.
+    pub fn earliest(&self) -> Option<Timestamp> {
+        self.table.lock().by_wall.first().map(|(ends, _)| *ends)
+    }
+
+    /// How many leases are held.
+    pub fn len(&self) -> usize {
+        self.table.lock().held.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

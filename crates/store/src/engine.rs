@@ -23,10 +23,12 @@ pub(crate) struct Engine {
     /// Told about flush rounds, failures, purges, expiries, events.
     pub observer: std::sync::Arc<dyn crate::observer::Observer>,
     /// Where each running lease falls due on the monotonic clock (rebuilt
-    /// at open from the `leases` index).
+    /// at open from the documents): the only lease index.
     pub deadlines: crate::deadlines::Deadlines,
     /// Idempotency records in the database (counted at open, then kept).
     pub records: std::sync::atomic::AtomicI64,
+    /// The records' expiry order (rebuilt at open from the records).
+    pub record_expiry: crate::idempotency::RecordExpiry,
     pub db: sled::Db,
     /// Set once a storage failure was seen: sled 0.34 keeps an I/O error for
     /// good, and after a failed fdatasync nothing written since can be trusted.
@@ -78,17 +80,21 @@ pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
     // Before anything is served: finish the writes a crash cut short.
     let journal = crate::journal::recover(&trees)?;
     // Then the feed: drop events whose change a crash cut off, count, and
-    // rebuild the online indexes if a run with the feed off left them behind.
+    // build the online indexes.
     let feeds = if config.presence_feed {
         crate::feed::recover(&trees)?;
-        let feeds = std::sync::Arc::new(crate::feed::Feeds::new(trees.clone()));
-        crate::presence_index::open(&trees, &feeds)?;
-        Some(feeds)
+        Some(std::sync::Arc::new(crate::feed::Feeds::new(trees.clone())))
     } else {
-        crate::presence_index::mark_incomplete(&trees)?;
         None
     };
-    let deadlines = load_deadlines(&trees, crate::clock::Now::of(config.clock.as_ref()))?;
+    // What the documents tell, in one scan: the running leases, and with
+    // the feed the counts and the online query's indexes.
+    crate::presence_index::drop_old_trees(&trees)?;
+    let deadlines = scan_documents(
+        &trees,
+        feeds.as_deref(),
+        crate::clock::Now::of(config.clock.as_ref()),
+    )?;
     let barrier = match &config.path {
         Some(path) => {
             let syncer = Syncer::new(db.clone(), path)?;
@@ -112,7 +118,8 @@ pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
         let feeds = std::sync::Arc::clone(feeds);
         barrier.on_durable(Box::new(move |durable| feeds.advance(durable)));
     }
-    let records = i64::try_from(trees.idempotency.len()).unwrap_or(i64::MAX);
+    let (record_expiry, records) = crate::idempotency::RecordExpiry::load(&trees)?;
+    let records = i64::try_from(records).unwrap_or(i64::MAX);
     Ok(Engine {
         trees,
         barrier,
@@ -121,32 +128,60 @@ pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
         deadlines,
         observer: std::sync::Arc::clone(&config.observer),
         records: std::sync::atomic::AtomicI64::new(records),
+        record_expiry,
         db,
         failure: std::sync::OnceLock::new(),
     })
 }
 
-/// The running leases, from the `leases` index: each entry whose document
-/// still holds that deadline (the others are stale, dropped when due).
-fn load_deadlines(trees: &Trees, now: crate::clock::Now) -> Result<crate::deadlines::Deadlines> {
-    let deadlines = crate::deadlines::Deadlines::default();
-    for entry in trees.leases.iter() {
-        let (key, _) = entry?;
-        let Some((deadline, doc_key)) = layout::split_expiry_key(&key) else {
+/// One scan of `subscribers` at open: every running lease into the
+/// deadlines (a deadline further than its TTL ahead is cut, deadlines.rs),
+/// and with the feed each environment's counts and online indexes.
+fn scan_documents(
+    trees: &Trees,
+    feeds: Option<&crate::feed::Feeds>,
+    now: crate::clock::Now,
+) -> Result<crate::deadlines::Deadlines> {
+    use crate::presence_index::{Presence, Sorted};
+    let mut leases = Vec::new();
+    let mut envs: std::collections::HashMap<crate::id::ObjectId, ([i64; 3], Sorted)> =
+        std::collections::HashMap::new();
+    for entry in trees.subscribers.iter() {
+        let (key, value) = entry?;
+        let Some((env, id)) = key.split_first_chunk::<12>() else {
             continue;
         };
-        let Some(bytes) = trees.subscribers.get(doc_key)? else {
+        // A document that does not decode is still a subscriber (its reads
+        // and writes fail with `Corrupt`), but not one online.
+        let doc = Subscriber::decode(&value).ok();
+        if let Some(lease) = doc.as_ref().and_then(|doc| doc.lease) {
+            leases.push((key.to_vec(), lease));
+        }
+        if feeds.is_none() {
             continue;
+        }
+        let presence = match &doc {
+            Some(doc) => Presence::of(Some(doc)),
+            None => Presence {
+                exists: true,
+                ..Presence::default()
+            },
         };
-        // A document that does not decode fails its own reads and writes.
-        let Ok(doc) = Subscriber::decode(&bytes) else {
-            continue;
-        };
-        if let Some(lease) = doc.lease.filter(|l| l.expires_at == deadline) {
-            deadlines.adopted(doc_key, &lease, now);
+        let (count, sorted) = envs
+            .entry(crate::id::ObjectId::from_bytes(*env))
+            .or_default();
+        count[0] += 1;
+        count[1] += i64::from(presence.flagged);
+        count[2] += i64::from(presence.leased);
+        sorted.add(id, presence);
+    }
+    if let Some(feeds) = feeds {
+        for (env, (counts, sorted)) in envs {
+            feeds.set_counts(env, counts)?;
+            feeds.env(env)?.index.fill(sorted);
         }
     }
-    Ok(deadlines)
+    Ok(crate::deadlines::Deadlines::from_storage(leases, now))
 }
 
 /// A flush of everything committed, whatever the mode (none for a

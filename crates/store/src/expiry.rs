@@ -1,6 +1,7 @@
 //! Lease expiry (SPEC section 10): the writes that take subscribers whose
 //! lease deadline has passed offline. Due leases are found through the
-//! `leases` index (deadline order), never by scanning subscribers. Each
+//! in-memory deadlines (deadlines.rs: both clocks' orders), never by
+//! scanning subscribers. Each
 //! expiry is an ordinary committed change under the subscriber's lock
 //! (`Subscriber::expire`: `__v` + 1), and a batch is made durable by one
 //! flush round before it returns.
@@ -15,7 +16,6 @@ use crate::engine::{Engine, read};
 use crate::error::Result;
 use crate::event::event_of_expiry;
 use crate::feed::FeedChange;
-use crate::layout;
 use crate::presence_index::Presence;
 use crate::write::Writes;
 
@@ -31,44 +31,14 @@ pub(crate) struct Expired {
     pub next_due: Option<std::time::Duration>,
 }
 
-/// Writes the expiry of up to `limit` due leases and waits until they are
-/// durable: first those the `leases` index shows run out by the wall
-/// clock, in deadline order, dropping stale entries (the document moved
-/// its deadline, went offline or was deleted) on the way; then those due
-/// by the monotonic clock (deadlines.rs: a wall clock stepped back).
+/// Writes the expiry of up to `limit` due leases (by either clock,
+/// deadlines.rs) and waits until they are durable.
 pub(crate) fn expire_due(writes: &Writes, engine: &Engine, limit: usize) -> Result<Expired> {
-    let trees = &engine.trees;
     let now = writes.clocks();
     let mut expired = 0;
-    let mut next = None;
     let mut last_ticket = None;
-    for (examined, entry) in trees.leases.iter().enumerate() {
-        let (key, _) = entry?;
-        let Some((deadline, doc_key)) = layout::split_expiry_key(&key) else {
-            trees.leases.remove(&key)?;
-            continue;
-        };
-        if deadline > now.wall {
-            next = Some(deadline);
-            break;
-        }
-        if examined == limit {
-            next = Some(now.wall);
-            break;
-        }
-        if let Some(ticket) = expire_one(writes, engine, doc_key, deadline, now)? {
-            expired += 1;
-            last_ticket = Some(ticket);
-        }
-        // After the document: an entry is never gone while its document
-        // still holds the deadline (sled recovers a prefix of its log).
-        trees.leases.remove(&key)?;
-    }
-    let room = limit.saturating_sub(expired);
-    let due = engine.deadlines.due(now, room);
-    if room > 0 && due.len() == room {
-        next = Some(now.wall);
-    }
+    let due = engine.deadlines.due(now, limit);
+    let more = limit > 0 && due.len() == limit;
     for (doc_key, deadline) in due {
         if let Some(ticket) = expire_one(writes, engine, &doc_key, deadline, now)? {
             expired += 1;
@@ -79,11 +49,16 @@ pub(crate) fn expire_due(writes: &Writes, engine: &Engine, limit: usize) -> Resu
         engine.barrier.wait_until_durable(ticket)?;
         engine.observer.leases_expired(expired as u64);
     }
-    let next_due = engine.deadlines.next_due(writes.clocks());
+    let after = writes.clocks();
+    let next = if more {
+        Some(after.wall)
+    } else {
+        engine.deadlines.earliest()
+    };
     Ok(Expired {
         expired,
         next,
-        next_due,
+        next_due: engine.deadlines.next_due(after),
     })
 }
 
@@ -148,10 +123,7 @@ fn expire_one(
     Ok(Some(ticket))
 }
 
-/// The first deadline in the `leases` index.
+/// The earliest deadline of a running lease, by the wall clock.
 pub(crate) fn earliest_deadline(engine: &Engine) -> Result<Option<Timestamp>> {
-    Ok(match engine.trees.leases.first()? {
-        Some((key, _)) => layout::split_expiry_key(&key).map(|(deadline, _)| deadline),
-        None => None,
-    })
+    Ok(engine.deadlines.earliest())
 }

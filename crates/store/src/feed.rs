@@ -62,6 +62,8 @@ pub(crate) struct EnvFeed {
     flagged_online: AtomicI64,
     /// Subscribers whose stored document holds a lease.
     leased: AtomicI64,
+    /// The online query's indexes.
+    pub(crate) index: crate::presence_index::Index,
 }
 
 #[derive(Debug)]
@@ -159,6 +161,7 @@ impl EnvFeed {
             subscribers: AtomicI64::new(0),
             flagged_online: AtomicI64::new(0),
             leased: AtomicI64::new(0),
+            index: crate::presence_index::Index::default(),
         })
     }
 
@@ -437,7 +440,6 @@ impl<'a> FeedChange<'a> {
                     .insert(layout::event_key(feed.env, seq), event.encode()?)?;
             }
         }
-        crate::presence_index::before_change(trees, doc_key, before, after)?;
         Ok(FeedChange {
             feed,
             doc_key,
@@ -447,9 +449,10 @@ impl<'a> FeedChange<'a> {
         })
     }
 
-    /// After the document change: removes ended index entries, counts.
-    pub(crate) fn end(&self, trees: &Trees) -> Result<()> {
-        crate::presence_index::after_change(trees, self.doc_key, self.before, self.after)?;
+    /// After the document change: the indexes and the counts.
+    pub(crate) fn end(&self, _trees: &Trees) -> Result<()> {
+        let id = self.doc_key.get(12..).unwrap_or_default();
+        self.feed.index.change(id, self.before, self.after);
         self.feed.count(self.before, self.after);
         Ok(())
     }

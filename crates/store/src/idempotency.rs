@@ -4,6 +4,10 @@
 //! write it describes are never one without the other after a crash (the
 //! redo journal, `journal.rs`).
 
+use std::collections::BTreeSet;
+
+use parking_lot::Mutex;
+
 use crate::clock::Timestamp;
 use crate::command::Command;
 pub use crate::error::KeyProblem;
@@ -271,40 +275,105 @@ mod v1 {
     }
 }
 
-/// Removes up to `limit` expired records, oldest expiry first (reading the
-/// `idempotency_expiry` index from its start and stopping at the first
-/// unexpired entry). Returns how many went and the time (ms) before which
-/// nothing else can expire: `u64::MAX` when nothing is left to read (the
-/// next record to expire is one written from now on).
-pub(crate) fn purge_expired(trees: &Trees, now: Timestamp, limit: usize) -> Result<(usize, u64)> {
-    let mut removed = 0;
-    let mut next = u64::MAX;
-    for entry in trees.idempotency_expiry.iter().take(limit) {
-        let (key, _) = entry?;
-        let Some((expires_at, record_key)) = layout::split_expiry_key(&key) else {
-            trees.idempotency_expiry.remove(&key)?;
-            continue;
-        };
-        if expires_at > now {
-            next = expires_at.as_millis();
-            break;
+/// When the record `bytes` expires, read from its first fields: every
+/// format starts with the fingerprint, `executed_at` and `expires_at`.
+pub(crate) fn expiry_of(bytes: &[u8]) -> Result<Timestamp> {
+    match layout::split_format(bytes)? {
+        (1..=RECORD_FORMAT, body) => {
+            let (_, _, expires_at): ([u8; 32], Timestamp, Timestamp) = layout::decode_prefix(body)?;
+            Ok(expires_at)
         }
-        // Stopped by the limit: the rest may have expired already.
-        next = now.as_millis();
-        if let Some(bytes) = trees.idempotency.get(record_key)? {
-            let record = IdempotencyRecord::decode(&bytes)?;
-            // A newer record under the same key has its own expiry entry;
+        (version, _) => Err(layout::unsupported(version)),
+    }
+}
+
+/// The records' expiry order, in memory: `(expires_at, record key)`,
+/// added to by every keyed write and rebuilt from the records at open
+/// (one scan of `idempotency`). A key rewritten after its record expired
+/// has two entries; the purge reads the record and keeps a fresh one.
+/// Memory: about 60 bytes plus twice the record key's length per record.
+#[derive(Debug, Default)]
+pub(crate) struct RecordExpiry {
+    order: Mutex<BTreeSet<(Timestamp, Vec<u8>)>>,
+}
+
+impl RecordExpiry {
+    /// Builds the order from every record; returns it and how many records
+    /// there are (a record that does not decode is counted, and never
+    /// purged).
+    pub(crate) fn load(trees: &Trees) -> Result<(RecordExpiry, usize)> {
+        let mut order = Vec::new();
+        let mut records = 0;
+        for entry in trees.idempotency.iter() {
+            let (key, value) = entry?;
+            records += 1;
+            if let Ok(expires_at) = expiry_of(&value) {
+                order.push((expires_at, key.to_vec()));
+            }
+        }
+        Ok((
+            RecordExpiry {
+                order: Mutex::new(order.into_iter().collect()),
+            },
+            records,
+        ))
+    }
+
+    /// A record under `key` that expires at `expires_at` was written.
+    pub(crate) fn add(&self, expires_at: Timestamp, key: &[u8]) {
+        self.order.lock().insert((expires_at, key.to_vec()));
+    }
+
+    /// Takes out up to `limit` entries expired at `now`, oldest first, and
+    /// the expiry of the first one left (`u64::MAX` if none).
+    fn take_expired(&self, now: Timestamp, limit: usize) -> (Vec<Vec<u8>>, u64) {
+        let mut order = self.order.lock();
+        let mut taken = Vec::new();
+        while taken.len() < limit {
+            match order.first() {
+                Some((expires_at, _)) if *expires_at <= now => {
+                    if let Some((_, key)) = order.pop_first() {
+                        taken.push(key);
+                    }
+                }
+                _ => break,
+            }
+        }
+        let next = match order.first() {
+            // Stopped by the limit: the rest may have expired already.
+            Some((expires_at, _)) if *expires_at <= now => now.as_millis(),
+            Some((expires_at, _)) => expires_at.as_millis(),
+            None => u64::MAX,
+        };
+        (taken, next)
+    }
+}
+
+/// Removes up to `limit` expired records, oldest expiry first. Returns how
+/// many went and the time (ms) before which nothing else can expire:
+/// `u64::MAX` when nothing is left to read (the next record to expire is
+/// one written from now on).
+pub(crate) fn purge_expired(
+    trees: &Trees,
+    expiry: &RecordExpiry,
+    now: Timestamp,
+    limit: usize,
+) -> Result<(usize, u64)> {
+    let (taken, next) = expiry.take_expired(now, limit);
+    let mut removed = 0;
+    for record_key in taken {
+        if let Some(bytes) = trees.idempotency.get(&record_key)? {
+            // A newer record under the same key has its own entry;
             // compare-and-swap keeps a concurrent rewrite from being lost.
-            if record.expires_at <= now
+            if expiry_of(&bytes).is_ok_and(|expires_at| expires_at <= now)
                 && trees
                     .idempotency
-                    .compare_and_swap(record_key, Some(bytes), None::<&[u8]>)?
+                    .compare_and_swap(&record_key, Some(bytes), None::<&[u8]>)?
                     .is_ok()
             {
                 removed += 1;
             }
         }
-        trees.idempotency_expiry.remove(&key)?;
     }
     Ok((removed, next))
 }
@@ -316,7 +385,7 @@ mod tests {
     use crate::subscriber::Subscriber;
 
     /// What a record costs for a presence write on a small document: the
-    /// record itself plus its two keys (the record key and the expiry entry).
+    /// record itself plus its key (its expiry order is in memory).
     #[test]
     fn record_cost_for_a_typical_presence_write() {
         let now = Timestamp::from_millis(1_795_687_200_000);
@@ -351,11 +420,21 @@ mod tests {
         };
         let record_bytes = record.encode().expect("record").len();
         let key = "0f8fad5b-d9cb-469f-a165-70867728950e"; // a UUID, as SDKs send
-        let keys = layout::idempotency_record_key(ObjectId::from_bytes([2; 12]), key).len() * 2 + 8;
+        let keys = layout::idempotency_record_key(ObjectId::from_bytes([2; 12]), key).len();
         eprintln!("document {doc_bytes} B; record {record_bytes} B + keys {keys} B");
         // fingerprint, two varint timestamps of 9 bytes, an empty
         // annotation's length, the outcome tag
         assert_eq!(record_bytes, doc_bytes + 32 + 2 * 9 + 1 + 1);
         assert!(record_bytes + keys < 300);
+        // The expiry order reads only the record's first fields.
+        let later = Timestamp::from_millis(now.as_millis() + 86_400_000);
+        let bytes = IdempotencyRecord {
+            expires_at: later,
+            ..record
+        }
+        .encode()
+        .expect("record");
+        assert_eq!(expiry_of(&bytes).expect("expiry"), later);
+        assert!(expiry_of(&[9, 1, 2]).is_err(), "an unknown format");
     }
 }

@@ -64,7 +64,8 @@ pub(crate) struct JournalEntry {
     /// The record's `executed_at`, which tells its record from a later one
     /// under the same key.
     pub executed_at: Timestamp,
-    /// When the record expires (its `idempotency_expiry` entry).
+    /// When the record expires (kept in the entry's format; the redo reads
+    /// the record itself).
     pub expires_at: Timestamp,
 }
 
@@ -236,13 +237,6 @@ pub(crate) fn recover(trees: &Trees) -> Result<Journal> {
 }
 
 fn redo(trees: &Trees, entry: &JournalEntry) -> Result<()> {
-    if !entry.record_key.is_empty() && trees.idempotency.contains_key(&entry.record_key)? {
-        // The record's expiry entry may be what the crash cut off.
-        trees.idempotency_expiry.insert(
-            layout::expiry_key(entry.expires_at, &entry.record_key),
-            &[][..],
-        )?;
-    }
     let current: Option<Subscriber> = match trees.subscribers.get(&entry.doc_key)? {
         Some(bytes) => Some(Subscriber::decode(&bytes)?),
         None => None,
@@ -379,11 +373,6 @@ mod tests {
             journal.low_watermark(),
             1,
             "numbering goes on after the redone entry"
-        );
-        assert_eq!(
-            trees.idempotency_expiry.len(),
-            1,
-            "the record's expiry entry too"
         );
     }
 

@@ -77,32 +77,27 @@ pub(crate) struct Trees {
     pub api_keys: sled::Tree,
     /// environment id (12 bytes) ++ idempotency key (ASCII) -> `IdempotencyRecord`
     pub idempotency: sled::Tree,
-    /// expiry in ms (8 bytes, big-endian) ++ the `idempotency` key -> empty;
-    /// ordered by expiry so the purge reads only what has expired
+    /// no longer written: the record expiry index of earlier formats (now
+    /// in memory, `idempotency::RecordExpiry`), emptied at open
     pub idempotency_expiry: sled::Tree,
     /// write sequence number (8 bytes, big-endian) -> `JournalEntry`: what
     /// an idempotent write or a delete is about to change, written before
     /// the change and removed once the low-watermark has passed it (see
     /// journal.rs)
     pub journal: sled::Tree,
-    /// lease deadline in ms (8 bytes, big-endian) ++ the `subscribers` key
-    /// -> empty: every running lease's deadline, in deadline order, written
-    /// before the document that holds it; an entry whose document no longer
-    /// holds that deadline is stale and dropped when it comes due
+    /// no longer written: the lease deadline index of earlier formats (now
+    /// in memory, deadlines.rs, built from the documents), emptied at open
     pub leases: sled::Tree,
     /// environment id (12 bytes) ++ seq (8 bytes, big-endian) ->
     /// `EventRecord`: the presence feed (SPEC section 11), written before
     /// the change it announces; seq 0 holds the purge mark (8 bytes BE:
     /// every event up to it was purged)
     pub events: sled::Tree,
-    /// the `subscribers` key -> empty: every subscriber whose document
-    /// says `isOnline: true`, written before the document goes online and
-    /// removed after it goes offline (an entry may outlive its reason
-    /// after a crash; readers check the document)
+    /// no longer written: the online index of earlier formats (now in
+    /// memory, presence_index.rs), emptied at open
     pub online: sled::Tree,
-    /// environment id (12 bytes) ++ `lastOnlineAt` in ms (8 bytes BE) ++
-    /// subscriberId -> empty: the `within` window of the online query,
-    /// maintained like `online`
+    /// no longer written: the `within` window's index of earlier formats,
+    /// emptied at open
     pub recent: sled::Tree,
     /// `store_id` -> 16 random bytes, also in `IDENTITY_FILE`;
     /// `journal_mark` -> the journal's low-watermark (8 bytes, big-endian)
@@ -206,29 +201,6 @@ pub(crate) fn idempotency_record_key(environment: ObjectId, key: &str) -> Vec<u8
     subscriber_key(environment, key)
 }
 
-/// Key of an entry in `idempotency_expiry`.
-pub(crate) fn expiry_key(expires_at: Timestamp, record_key: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + record_key.len());
-    key.extend_from_slice(&expires_at.as_millis().to_be_bytes());
-    key.extend_from_slice(record_key);
-    key
-}
-
-/// Splits an `idempotency_expiry` key into its expiry and record key.
-pub(crate) fn split_expiry_key(key: &[u8]) -> Option<(Timestamp, &[u8])> {
-    let (millis, record_key) = key.split_first_chunk::<8>()?;
-    Some((
-        Timestamp::from_millis(u64::from_be_bytes(*millis)),
-        record_key,
-    ))
-}
-
-/// Key of an entry in `leases`: the deadline, then the document's key (the
-/// same shape as an `idempotency_expiry` key, so [`split_expiry_key`] splits it).
-pub(crate) fn lease_key(expires_at: Timestamp, doc_key: &[u8]) -> Vec<u8> {
-    expiry_key(expires_at, doc_key)
-}
-
 /// Key of an event in `events` (seq 0: the purge mark).
 pub(crate) fn event_key(environment: ObjectId, seq: u64) -> [u8; 20] {
     let mut key = [0u8; 20];
@@ -266,28 +238,9 @@ pub(crate) fn feed_mark_key(environment: ObjectId) -> Vec<u8> {
     key
 }
 
-/// Key in `meta` present while `online`, `recent` and the counts are
-/// complete: a store opened with the feed off removes it, and the next
-/// open with the feed on rebuilds them.
+/// Key in `meta` that formats before the in-memory indexes kept while
+/// `online` and `recent` were complete; removed at open.
 pub(crate) const PRESENCE_INDEXES_KEY: &[u8] = b"presence_indexes";
-
-/// Key of an entry in `recent`.
-pub(crate) fn recent_key(
-    environment: ObjectId,
-    last_online_at: Timestamp,
-    subscriber_id: &str,
-) -> Vec<u8> {
-    let mut key = Vec::with_capacity(20 + subscriber_id.len());
-    key.extend_from_slice(environment.as_bytes());
-    key.extend_from_slice(&last_online_at.as_millis().to_be_bytes());
-    key.extend_from_slice(subscriber_id.as_bytes());
-    key
-}
-
-/// The subscriber id of a `recent` key and its time.
-pub(crate) fn split_recent_key(key: &[u8]) -> Option<(Timestamp, &[u8])> {
-    split_expiry_key(key.get(12..)?)
-}
 
 /// The first key after every key that starts with `prefix`, if any.
 pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -355,6 +308,14 @@ pub(crate) fn decode_body<T: bincode::Decode<()>>(body: &[u8]) -> Result<T> {
         )));
     }
     Ok(record)
+}
+
+/// Decodes the first fields of a record's bincode body (after its format
+/// byte), whatever follows them.
+pub(crate) fn decode_prefix<T: bincode::Decode<()>>(body: &[u8]) -> Result<T> {
+    bincode::decode_from_slice(body, BINCODE)
+        .map(|(prefix, _)| prefix)
+        .map_err(|e| Error::Corrupt(format!("cannot decode record: {e}")))
 }
 
 #[cfg(test)]

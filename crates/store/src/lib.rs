@@ -93,14 +93,12 @@ pub use subscriber::{
 pub use tenancy::{ApiKeyInfo, Environment, IssuedKey, Organization, Tenant};
 
 /// The failpoints a durable keyed write ([`Store::execute_once`]) passes, in
-/// order: after a new lease deadline's index entry (heartbeats), before its
-/// journal entry, after it, after its record, after its
+/// order: before its journal entry, after it, after its record, after its
 /// document change (the in-memory commit), the flush round's start, after
 /// sled's flush, after the log's fdatasync, and once durable. They
 /// compile to nothing unless the `failpoints` feature is on; the crash and
 /// power-cut tests stop the store at each in turn.
 pub const WRITE_PATH_FAILPOINTS: &[&str] = &[
-    "write::after_lease_index",
     "execute_once::before_commit",
     "execute_once::after_journal",
     "execute_once::after_record",

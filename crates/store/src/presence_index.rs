@@ -1,20 +1,20 @@
-//! The indexes behind the online query (SPEC section 11): tree `online`
-//! (who is flagged online) and tree `recent` (when each was last online),
-//! kept with every presence change, and the query that reads them. The
-//! counts of `feed.rs` are rebuilt here at open.
-//!
-//! An entry is inserted before the document change that needs it and
-//! removed after the change that ends it, so after a crash an index may
-//! hold an entry too many, never one too few; the query reads each
-//! candidate's document and keeps it only if the document qualifies.
+//! The indexes behind the online query (SPEC section 11), in memory per
+//! environment: who is flagged online, and when each subscriber was last
+//! online; kept with every stored presence change and rebuilt from the
+//! documents at open (with the counts of `feed.rs`), so they are exact and
+//! cost no disk write. The query reads each candidate's document and keeps
+//! it only if it qualifies now (a lease may have run out).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use parking_lot::Mutex;
 
 use crate::clock::{Now, Timestamp};
 use crate::engine::{Engine, read};
 use crate::error::Result;
 use crate::event::{OnlinePage, OnlineQuery};
-use crate::feed::Feeds;
+use crate::feed::EnvFeed;
 use crate::id::ObjectId;
 use crate::layout::{self, Trees};
 use crate::subscriber::Subscriber;
@@ -41,122 +41,147 @@ impl Presence {
     }
 }
 
-/// Index entries a change from `before` to `after` needs before the
-/// document is written.
-pub(crate) fn before_change(
-    trees: &Trees,
-    doc_key: &[u8],
-    before: Presence,
-    after: Presence,
-) -> Result<()> {
-    if after.flagged && !before.flagged {
-        trees.online.insert(doc_key, &[][..])?;
-    }
-    if let Some(at) = after.last_online_at.filter(|_| after.exists) {
-        if before.last_online_at != Some(at) {
-            trees.recent.insert(recent_key(doc_key, at), &[][..])?;
+/// One environment's presence indexes, in memory: who is flagged online,
+/// and when each subscriber was last online (the `within` window). Exact:
+/// changed under the subscriber's lock with every stored change, and
+/// rebuilt from the documents at open. Memory: about 2 x (id length + 48)
+/// bytes per subscriber with a `lastOnlineAt` (the `recent` set) and as
+/// much again for each one flagged online.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    sets: Mutex<Sets>,
+}
+
+#[derive(Debug, Default)]
+struct Sets {
+    /// Subscriber ids whose stored document says `isOnline: true`.
+    online: BTreeSet<Box<[u8]>>,
+    /// `(lastOnlineAt, subscriber id)` of every document that has one.
+    recent: BTreeSet<(Timestamp, Box<[u8]>)>,
+}
+
+/// An environment's indexes as the scan at open finds them, built at once.
+#[derive(Debug, Default)]
+pub(crate) struct Sorted {
+    online: Vec<Box<[u8]>>,
+    recent: Vec<(Timestamp, Box<[u8]>)>,
+}
+
+impl Sorted {
+    /// The stored document of subscriber `id` is `presence`.
+    pub(crate) fn add(&mut self, id: &[u8], presence: Presence) {
+        if presence.exists && presence.flagged {
+            self.online.push(id.into());
+        }
+        if let Some(t) = presence.last_online_at.filter(|_| presence.exists) {
+            self.recent.push((t, id.into()));
         }
     }
-    Ok(())
 }
 
-/// Index entries the change from `before` to `after` ended, removed after
-/// the document was written.
-pub(crate) fn after_change(
-    trees: &Trees,
-    doc_key: &[u8],
-    before: Presence,
-    after: Presence,
-) -> Result<()> {
-    if before.flagged && !after.flagged {
-        trees.online.remove(doc_key)?;
-    }
-    if let Some(at) = before.last_online_at {
-        if !after.exists || after.last_online_at != Some(at) {
-            trees.recent.remove(recent_key(doc_key, at))?;
+/// How many online candidates the query copies out per look at the index.
+const CANDIDATES: usize = 256;
+
+impl Index {
+    /// A stored document of subscriber `id` changed from `before` to `after`.
+    pub(crate) fn change(&self, id: &[u8], before: Presence, after: Presence) {
+        let flagged = |p: Presence| p.exists && p.flagged;
+        let last = |p: Presence| p.last_online_at.filter(|_| p.exists);
+        let (was, is) = (flagged(before), flagged(after));
+        let (then, now) = (last(before), last(after));
+        if was == is && then == now {
+            return;
+        }
+        let mut sets = self.sets.lock();
+        if was && !is {
+            sets.online.remove(id);
+        }
+        if is && !was {
+            sets.online.insert(id.into());
+        }
+        if then != now {
+            if let Some(t) = then {
+                sets.recent.remove(&(t, Box::<[u8]>::from(id)));
+            }
+            if let Some(t) = now {
+                sets.recent.insert((t, id.into()));
+            }
         }
     }
-    Ok(())
+
+    /// Replaces the indexes with what the scan at open found.
+    pub(crate) fn fill(&self, sorted: Sorted) {
+        let mut sets = self.sets.lock();
+        sets.online = sorted.online.into_iter().collect();
+        sets.recent = sorted.recent.into_iter().collect();
+    }
+
+    /// Up to [`CANDIDATES`] ids flagged online after `after`, in id order.
+    fn online_after(&self, after: &[u8]) -> Vec<Box<[u8]>> {
+        let sets = self.sets.lock();
+        sets.online
+            .range::<[u8], _>((Bound::Excluded(after), Bound::Unbounded))
+            .take(CANDIDATES)
+            .cloned()
+            .collect()
+    }
+
+    /// The ids last online at or after `start`, after `after` in id order.
+    fn window(&self, start: Timestamp, after: &[u8]) -> BTreeSet<Box<[u8]>> {
+        let sets = self.sets.lock();
+        sets.recent
+            .range((start, Box::<[u8]>::from(&[][..]))..)
+            .filter(|(_, id)| **id > *after)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
 }
 
-/// The `recent` key of a document key (environment ++ id) at `at`.
-fn recent_key(doc_key: &[u8], at: Timestamp) -> Vec<u8> {
-    let (env, id) = doc_key.split_at(12.min(doc_key.len()));
-    let mut key = Vec::with_capacity(20 + id.len());
-    key.extend_from_slice(env);
-    key.extend_from_slice(&at.as_millis().to_be_bytes());
-    key.extend_from_slice(id);
-    key
-}
-
-/// One page of the online query (validated by the caller).
+/// One page of the online query (validated by the caller): the online
+/// set from the cursor merged with the window's ids, each candidate's
+/// document read `as_of` now (lease-aware) and kept if it qualifies. Cost:
+/// the page, the candidates whose lease ran out, and the window.
 pub(crate) fn online_page(
     engine: &Engine,
-    env: ObjectId,
+    feed: &EnvFeed,
     query: &OnlineQuery,
     clocks: Now,
 ) -> Result<OnlinePage> {
     let now = clocks.wall;
-    let trees = &engine.trees;
+    let env = feed.env_id();
     let limit = query.limit as usize;
-    let after = query.after.as_deref().unwrap_or("");
+    let mut cursor: Box<[u8]> = query.after.as_deref().unwrap_or("").as_bytes().into();
     let window_start = query
         .within_seconds
         .map(|within| now.saturating_sub(std::time::Duration::from_secs(u64::from(within))));
-    // The window's subscribers: everyone whose lastOnlineAt is in it.
-    let mut recent: BTreeSet<Vec<u8>> = BTreeSet::new();
-    if let Some(start) = window_start {
-        let from = layout::recent_key(env, start, "");
-        let to = layout::prefix_end(env.as_bytes());
-        let entries = match to {
-            Some(to) => trees.recent.range(from..to),
-            None => trees.recent.range(from..),
-        };
-        for entry in entries {
-            let (key, _) = entry?;
-            if let Some((_, id)) = layout::split_recent_key(&key) {
-                if id > after.as_bytes() {
-                    recent.insert(id.to_vec());
-                }
-            }
-        }
-    }
-    let prefix_len = env.as_bytes().len();
-    let start = layout::subscriber_key(env, after);
-    let in_env = match layout::prefix_end(env.as_bytes()) {
-        Some(end) => trees.online.range(start..end),
-        None => trees.online.range(start..),
+    let mut recent = match window_start {
+        Some(start) => feed.index.window(start, &cursor),
+        None => BTreeSet::new(),
     };
-    let mut online = in_env.peekable();
+    let batch = feed.index.online_after(&cursor);
+    let mut online_done = batch.len() < CANDIDATES;
+    let mut online = batch.into_iter().peekable();
     let mut subscribers = Vec::new();
     let mut more = false;
     loop {
+        if online.peek().is_none() && !online_done {
+            // The batch is used up, the cursor at its last id.
+            let batch = feed.index.online_after(&cursor);
+            online_done = batch.len() < CANDIDATES;
+            online = batch.into_iter().peekable();
+        }
         // The next candidate in id order from either source.
-        let from_online = match online.peek() {
-            Some(Ok((key, _))) => Some(key[prefix_len..].to_vec()),
-            Some(Err(_)) => match online.next() {
-                Some(Err(e)) => return Err(e.into()),
-                _ => continue,
-            },
-            None => None,
-        };
-        let from_recent = recent.first().cloned();
-        let candidate = match (from_online, from_recent) {
+        let candidate = match (online.peek(), recent.first()) {
             (None, None) => break,
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) => a,
-            (None, Some(b)) => b,
+            (Some(a), Some(b)) => a.min(b).clone(),
+            (Some(a), None) => a.clone(),
+            (None, Some(b)) => b.clone(),
         };
-        if online
-            .peek()
-            .is_some_and(|e| matches!(e, Ok((key, _)) if key[prefix_len..] == candidate[..]))
-        {
+        if online.peek() == Some(&candidate) {
             online.next();
         }
         recent.remove(&candidate);
-        if candidate.as_slice() <= after.as_bytes() {
-            continue;
-        }
+        cursor = candidate.clone();
         let Ok(id) = std::str::from_utf8(&candidate) else {
             continue;
         };
@@ -188,84 +213,35 @@ pub(crate) fn online_page(
 /// that has run out (by either clock, deadlines.rs) and is not yet expired
 /// in storage.
 pub(crate) fn overdue(engine: &Engine, env: ObjectId, clocks: Now) -> Result<u64> {
-    let now = clocks.wall;
-    let run_out = |doc_key: &[u8], deadline: Timestamp| -> Result<bool> {
-        Ok(read(engine, doc_key)?.is_some_and(|doc| {
+    let mut count = 0;
+    for (doc_key, deadline) in engine.deadlines.due_under(env.as_bytes(), clocks) {
+        let run_out = read(engine, &doc_key)?.is_some_and(|doc| {
             doc.is_online == Some(true)
                 && doc.online_expires_at() == Some(deadline)
                 && engine
                     .deadlines
-                    .apply(doc_key, doc, clocks)
-                    .lease_expired(now)
-        }))
-    };
-    let mut count = 0;
-    for entry in engine.trees.leases.iter() {
-        let (key, _) = entry?;
-        let Some((deadline, doc_key)) = layout::split_expiry_key(&key) else {
-            continue;
-        };
-        if deadline > now {
-            break;
-        }
-        if doc_key.starts_with(env.as_bytes()) && run_out(doc_key, deadline)? {
-            count += 1;
-        }
-    }
-    // Due by the monotonic clock, their stored deadline still ahead.
-    for (doc_key, deadline) in engine.deadlines.due_ahead_of_wall(env.as_bytes(), clocks) {
-        if run_out(&doc_key, deadline)? {
-            count += 1;
-        }
+                    .apply(&doc_key, doc, clocks)
+                    .lease_expired(clocks.wall)
+        });
+        count += u64::from(run_out);
     }
     Ok(count)
 }
 
-/// At open, with the feed on: counts every environment's subscribers, and
-/// rebuilds `online` and `recent` unless they are known complete.
-pub(crate) fn open(trees: &Trees, feeds: &Feeds) -> Result<()> {
-    let complete = trees.meta.get(layout::PRESENCE_INDEXES_KEY)?.is_some();
-    if !complete {
+/// At open: empties the trees earlier formats kept for what is now in
+/// memory (`online`, `recent`, `leases`, `idempotency_expiry`), built by
+/// the engine's scans at open.
+pub(crate) fn drop_old_trees(trees: &Trees) -> Result<()> {
+    if !trees.online.is_empty() || !trees.recent.is_empty() {
         trees.online.clear()?;
         trees.recent.clear()?;
     }
-    let mut counts: HashMap<ObjectId, [i64; 3]> = HashMap::new();
-    for entry in trees.subscribers.iter() {
-        let (key, value) = entry?;
-        let Some(env) = key.first_chunk::<12>() else {
-            continue;
-        };
-        // A document that does not decode is still a subscriber (its reads
-        // and writes fail with `Corrupt`), but not one online.
-        let doc = Subscriber::decode(&value).ok();
-        let presence = match &doc {
-            Some(doc) => Presence::of(Some(doc)),
-            None => Presence {
-                exists: true,
-                ..Presence::default()
-            },
-        };
-        let count = counts.entry(ObjectId::from_bytes(*env)).or_default();
-        count[0] += 1;
-        count[1] += i64::from(presence.flagged);
-        count[2] += i64::from(presence.leased);
-        if !complete {
-            before_change(trees, &key, Presence::default(), presence)?;
-        }
+    if !trees.leases.is_empty() {
+        trees.leases.clear()?;
     }
-    for (env, counts) in counts {
-        feeds.set_counts(env, counts)?;
+    if !trees.idempotency_expiry.is_empty() {
+        trees.idempotency_expiry.clear()?;
     }
-    if !complete {
-        trees
-            .meta
-            .insert(layout::PRESENCE_INDEXES_KEY, &[1u8][..])?;
-    }
-    Ok(())
-}
-
-/// At open, with the feed off: the indexes will miss changes from now on.
-pub(crate) fn mark_incomplete(trees: &Trees) -> Result<()> {
-    trees.meta.remove(layout::PRESENCE_INDEXES_KEY)?;
+    let _ = trees.meta.remove(layout::PRESENCE_INDEXES_KEY)?;
     Ok(())
 }

@@ -31,10 +31,9 @@ use crate::feed::FeedChange;
 use crate::id::ObjectId;
 use crate::idempotency::{Executed, IdempotencyRecord, RecordedOutcome, purge_expired};
 use crate::journal::{JournalEntry, Step};
-use crate::layout;
 use crate::precondition::Precondition;
 use crate::presence_index::Presence;
-use crate::subscriber::{Lease, Subscriber};
+use crate::subscriber::Lease;
 use crate::tenancy::Tenant;
 
 /// How many expired records an idempotent write purges on its way out.
@@ -109,7 +108,8 @@ impl Writes {
     /// purge mark.
     pub(crate) fn purge(&self, engine: &Engine, limit: usize) -> Result<usize> {
         let observed = self.next_expiry.load(Ordering::Relaxed);
-        let (removed, next) = purge_expired(&engine.trees, self.now(), limit)?;
+        let (removed, next) =
+            purge_expired(&engine.trees, &engine.record_expiry, self.now(), limit)?;
         if removed > 0 {
             let removed = removed as u64;
             engine.records.fetch_sub(
@@ -184,7 +184,6 @@ pub(crate) fn write(
     let clocks = store.clocks();
     let now = clocks.wall;
     let current = read(engine, &prepared.doc_key)?;
-    let held = current.as_ref().and_then(Subscriber::online_expires_at);
     let before = Presence::of(current.as_ref());
     // The lease as this process measures it (deadlines.rs), then the rules.
     let current = current.map(|doc| engine.deadlines.apply(&prepared.doc_key, doc, clocks));
@@ -204,17 +203,7 @@ pub(crate) fn write(
         Change::Remove => None,
     });
     let trees = &engine.trees;
-    // A new deadline goes into the index before anything else of the
-    // write, so a document that holds a deadline always has its entry.
-    if let Ok((doc, Change::Put(_), _)) = &decided {
-        if let Some(deadline) = doc.online_expires_at().filter(|d| Some(*d) != held) {
-            trees
-                .leases
-                .insert(layout::lease_key(deadline, &prepared.doc_key), &[][..])?;
-            fail::fail_point!("write::after_lease_index");
-        }
-    }
-    // Then the feed's events and new index entries, before the change.
+    // The feed's events, before the change.
     let feed = match (&engine.feeds, &decided) {
         (Some(feeds), Ok((doc, change, events))) => {
             let after = match change {
@@ -331,9 +320,7 @@ pub(crate) fn write(
         engine.records.fetch_add(1, Ordering::Relaxed);
         engine.observer.idempotency_recorded();
     }
-    trees
-        .idempotency_expiry
-        .insert(layout::expiry_key(expires_at, &once.record_key), &[][..])?;
+    engine.record_expiry.add(expires_at, &once.record_key);
     fail::fail_point!("execute_once::after_record");
     match change {
         Some(Change::Put(bytes)) => {

@@ -108,12 +108,114 @@ fn measure(n: u64, online: u64, seconds: f64) -> Costs {
     }
 }
 
+/// `presence open --subscribers N`: N subscribers, each online with a lease
+/// and a keyed heartbeat's record (everything the store rebuilds in memory
+/// at open: leases, online indexes, counts, record expiry), then the open
+/// timed in a fresh process with its resident memory before and after.
+fn open_cost(args: &[String]) {
+    let n = arg(args, "--subscribers", 1_000_000);
+    let base =
+        std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let filled = Instant::now();
+    {
+        let store = Store::open(Config::new(dir.path()).durability(Durability::Relaxed)).unwrap();
+        let tenant = store.ensure_environment("Development").unwrap().0.tenant();
+        std::thread::scope(|s| {
+            for t in 0..2u64 {
+                let store = store.clone();
+                s.spawn(move || {
+                    for i in (t..n).step_by(2) {
+                        let id = format!("subscriber-{i:07}");
+                        store
+                            .upsert(&tenant, SubscriberInput::new(id.clone()), None)
+                            .unwrap();
+                        let key = subscriber_store::IdempotencyKey::new(format!("k-{i}")).unwrap();
+                        let command = subscriber_store::Command::Heartbeat {
+                            subscriber_id: id,
+                            ttl_seconds: 3600,
+                        };
+                        store
+                            .execute_once(
+                                &tenant,
+                                command,
+                                None,
+                                &subscriber_store::Idempotency::new(key),
+                            )
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        store.flush().unwrap();
+    }
+    eprintln!("filled {n} in {:.1} s", filled.elapsed().as_secs_f64());
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .arg("open-child")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        eprintln!("kept {}", dir.keep().display());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    println!(
+        "| subscribers (each online with a lease and a record) | open (ms) | resident memory before / after open (MiB) | per subscriber (bytes) |"
+    );
+    println!("|---:|---:|---:|---:|");
+    println!(
+        "| {n} | {:.0} | {:.0} / {:.0} | {:.0} |",
+        v[0],
+        v[1] / 1024.0,
+        v[2] / 1024.0,
+        (v[2] - v[1]) * 1024.0 / n as f64
+    );
+}
+
+/// VmRSS in KiB.
+fn rss_kib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn open_child(dir: &str) {
+    let before = rss_kib();
+    let opened = Instant::now();
+    let store = Store::open(Config::new(dir).durability(Durability::Durable)).unwrap();
+    let open_ms = opened.elapsed().as_secs_f64() * 1e3;
+    let after = rss_kib();
+    let tenant = store.environment_named("Development").unwrap().tenant();
+    let stats = store.presence_stats(&tenant).unwrap();
+    assert_eq!(stats.online, stats.subscribers, "all online");
+    println!("{open_ms} {before} {after}");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("open") => return open_cost(&args),
+        Some("open-child") => return open_child(&args[1]),
+        _ => {}
+    }
     assert_eq!(
         args.first().map(String::as_str),
         Some("query"),
-        "usage: presence query [--small N] [--large N] [--online N] [--seconds S]"
+        "usage: presence query [--small N] [--large N] [--online N] [--seconds S] | presence open [--subscribers N]"
     );
     let small = arg(&args, "--small", 10_000);
     let large = arg(&args, "--large", 1_000_000);

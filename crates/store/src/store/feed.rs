@@ -145,9 +145,7 @@ impl Store {
     pub fn online(&self, tenant: &Tenant, query: &OnlineQuery) -> Result<OnlinePage> {
         validate_query(query)?;
         let now = self.core.writes.clocks();
-        self.with_feed(tenant, |engine, feed| {
-            online_page(engine, feed.env_id(), query, now)
-        })
+        self.with_feed(tenant, |engine, feed| online_page(engine, feed, query, now))
     }
 
     /// Exact counts: subscribers online now, and all subscribers.

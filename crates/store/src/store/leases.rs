@@ -130,10 +130,9 @@ impl Store {
         }
     }
 
-    /// The earliest deadline in the lease index, if any: a time at or before
-    /// now means expiries are still to be written (the index also holds
-    /// stale entries, dropped when they come due, so this can be a deadline
-    /// a heartbeat has since moved).
+    /// The earliest deadline of a running lease (as this process applies
+    /// it), if any: a time at or before now means expiries are still to be
+    /// written.
     ///
     /// # Errors
     /// [`Error::Storage`](crate::Error::Storage).
