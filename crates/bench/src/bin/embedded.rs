@@ -1,7 +1,9 @@
 //! Embedded presence writes in relaxed mode against raw sled on the same
 //! documents: (a) get, decode, modify, encode, insert; (b) compare_and_swap.
 //! Random subscriber per write; 1, 2 and 64 writer threads; our store with
-//! and without an idempotency key. Each measurement runs in its own process.
+//! and without an idempotency key; then keyed writes whose records expire
+//! after 1 s (as fast as they are written: every write purges) against
+//! records kept. Each measurement runs in its own process.
 //!
 //! `embedded [subscribers] [seconds] [reps]` prints a markdown table.
 #![allow(clippy::unwrap_used)]
@@ -61,6 +63,29 @@ fn main() {
             100.0 * rates[3] / rates[1]
         );
     }
+    println!();
+    println!(
+        "| writers | with key, records kept 24 h (w/s) | with key, records expiring after 1 s (w/s) | expiring / kept |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for threads in [1usize, 64] {
+        let mut rates = Vec::new();
+        for variant in ["ours-key", "ours-key-expiring"] {
+            let samples = (0..reps)
+                .map(|_| {
+                    let v = measure_in_child(variant, threads, subscribers, seconds.max(3.0));
+                    v[0] / v[1]
+                })
+                .collect();
+            rates.push(median(samples));
+        }
+        println!(
+            "| {threads} | {:.0} | {:.0} | {:.2}x |",
+            rates[0],
+            rates[1],
+            rates[1] / rates[0]
+        );
+    }
 }
 
 fn one(
@@ -106,17 +131,26 @@ fn one(
                 }
             })
         }
-        "ours" | "ours-key" => {
+        "ours" | "ours-key" | "ours-key-expiring" => {
+            // Expiring: records live 1 s, so after the first second they
+            // expire as fast as they are written and every keyed write
+            // purges (the steady state of a server up for a day).
+            let ttl = if variant == "ours-key-expiring" {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(86_400)
+            };
             let store = Store::open(
                 Config::new(dir.path())
                     .durability(Durability::Relaxed)
-                    .flush_interval(Duration::from_millis(500)),
+                    .flush_interval(Duration::from_millis(500))
+                    .idempotency_ttl(ttl),
             )
             .unwrap();
             let org = store.create_organization("bench").unwrap();
             let tenant = store.create_environment(org.id, "bench").unwrap().tenant();
             subscriber_bench::fill(&store, &tenant, subscribers);
-            let keyed = variant == "ours-key";
+            let keyed = variant != "ours";
             let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
             timed(threads, duration, false, move |t, rng: &mut Rng| {
                 let n = rng.below(subscribers);
