@@ -291,10 +291,22 @@ pub(crate) fn expiry_of(bytes: &[u8]) -> Result<Timestamp> {
 /// added to by every keyed write and rebuilt from the records at open
 /// (one scan of `idempotency`). A key rewritten after its record expired
 /// has two entries; the purge reads the record and keeps a fresh one.
-/// Memory: about 60 bytes plus twice the record key's length per record.
+/// Beside it, a count per hash of the record keys stored, so a key with no
+/// record (every fresh idempotency key) is answered without reading sled;
+/// a count is never below the records its hash has, so it can only send a
+/// lookup to sled for nothing, never miss a record.
+/// Memory: about 60 bytes plus twice the record key's length, and 16 for
+/// its hash, per record.
 #[derive(Debug, Default)]
 pub(crate) struct RecordExpiry {
-    order: Mutex<BTreeSet<(Timestamp, Vec<u8>)>>,
+    state: Mutex<ExpiryState>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+#[derive(Debug, Default)]
+struct ExpiryState {
+    order: BTreeSet<(Timestamp, Vec<u8>)>,
+    stored: std::collections::HashMap<u64, u32>,
 }
 
 impl RecordExpiry {
@@ -302,32 +314,61 @@ impl RecordExpiry {
     /// there are (a record that does not decode is counted, and never
     /// purged).
     pub(crate) fn load(trees: &Trees) -> Result<(RecordExpiry, usize)> {
+        let expiry = RecordExpiry::default();
         let mut order = Vec::new();
+        let mut stored = std::collections::HashMap::new();
         let mut records = 0;
         for entry in trees.idempotency.iter() {
             let (key, value) = entry?;
             records += 1;
+            *stored.entry(expiry.hash(&key)).or_insert(0u32) += 1;
             if let Ok(expires_at) = expiry_of(&value) {
                 order.push((expires_at, key.to_vec()));
             }
         }
-        Ok((
-            RecordExpiry {
-                order: Mutex::new(order.into_iter().collect()),
-            },
-            records,
-        ))
+        *expiry.state.lock() = ExpiryState {
+            order: order.into_iter().collect(),
+            stored,
+        };
+        Ok((expiry, records))
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
     }
 
     /// A record under `key` that expires at `expires_at` was written.
     pub(crate) fn add(&self, expires_at: Timestamp, key: &[u8]) {
-        self.order.lock().insert((expires_at, key.to_vec()));
+        let hash = self.hash(key);
+        let mut state = self.state.lock();
+        state.order.insert((expires_at, key.to_vec()));
+        *state.stored.entry(hash).or_insert(0) += 1;
+    }
+
+    /// Whether a record may be stored under `key` (`false`: there is none).
+    pub(crate) fn may_hold(&self, key: &[u8]) -> bool {
+        let hash = self.hash(key);
+        self.state.lock().stored.contains_key(&hash)
+    }
+
+    /// The record under `key` was removed.
+    fn removed(&self, key: &[u8]) {
+        let hash = self.hash(key);
+        let mut state = self.state.lock();
+        if let Some(count) = state.stored.get_mut(&hash) {
+            *count -= 1;
+            if *count == 0 {
+                state.stored.remove(&hash);
+            }
+        }
     }
 
     /// Takes out up to `limit` entries expired at `now`, oldest first, and
     /// the expiry of the first one left (`u64::MAX` if none).
     fn take_expired(&self, now: Timestamp, limit: usize) -> (Vec<Vec<u8>>, u64) {
-        let mut order = self.order.lock();
+        let mut state = self.state.lock();
+        let order = &mut state.order;
         let mut taken = Vec::new();
         while taken.len() < limit {
             match order.first() {
@@ -371,6 +412,7 @@ pub(crate) fn purge_expired(
                     .compare_and_swap(&record_key, Some(bytes), None::<&[u8]>)?
                     .is_ok()
             {
+                expiry.removed(&record_key);
                 removed += 1;
             }
         }
@@ -436,5 +478,27 @@ mod tests {
         .expect("record");
         assert_eq!(expiry_of(&bytes).expect("expiry"), later);
         assert!(expiry_of(&[9, 1, 2]).is_err(), "an unknown format");
+    }
+
+    #[test]
+    fn the_expiry_order_knows_which_keys_hold_no_record() {
+        let expiry = RecordExpiry::default();
+        let t = |ms| Timestamp::from_millis(ms);
+        assert!(!expiry.may_hold(b"k1"));
+        expiry.add(t(10), b"k1");
+        expiry.add(t(20), b"k2");
+        // Rewritten after it expired: two entries, one record.
+        expiry.add(t(30), b"k1");
+        assert!(expiry.may_hold(b"k1") && expiry.may_hold(b"k2"));
+        let (taken, next) = expiry.take_expired(t(15), 10);
+        assert_eq!((taken, next), (vec![b"k1".to_vec()], 20));
+        // The purge found the fresh record and kept it: still held.
+        assert!(expiry.may_hold(b"k1"));
+        expiry.removed(b"k2");
+        assert!(!expiry.may_hold(b"k2"));
+        expiry.removed(b"k1");
+        assert!(expiry.may_hold(b"k1"), "one removal of two writes");
+        expiry.removed(b"k1");
+        assert!(!expiry.may_hold(b"k1"));
     }
 }

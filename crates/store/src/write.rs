@@ -394,6 +394,10 @@ pub(crate) fn live_record(
     record_key: &[u8],
     now: Timestamp,
 ) -> Result<Option<IdempotencyRecord>> {
+    // Every fresh key: no record, known without reading sled.
+    if !engine.record_expiry.may_hold(record_key) {
+        return Ok(None);
+    }
     match engine.trees.idempotency.get(record_key)? {
         Some(bytes) => {
             let record = IdempotencyRecord::decode(&bytes)?;
