@@ -6,6 +6,8 @@
 //! fixed-response server it splits a request's cost between hyper and the
 //! facade; beside `subscriberd serve`, between the facade and the store.
 //!
+//! It runs on subscriberd's allocator (mimalloc).
+//!
 //! `null_server ADDR` prints `listening on http://ADDR` and serves until killed.
 #![allow(clippy::unwrap_used)]
 
@@ -16,6 +18,10 @@ use subscriber_store::{
     OnlineQuery, Precondition, PresenceStats, Result, Store, Subscriber, SubscriberInput, Tenant,
     Timestamp,
 };
+
+/// subscriberd's allocator, so null -> subscriberd is the store alone.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug)]
 struct NullBackend {
