@@ -34,11 +34,7 @@ struct LeaseChange {
 
 impl LeaseChange {
     fn tell(self, deadlines: &Deadlines) {
-        match self.after {
-            None => deadlines.ended(&self.key),
-            Some(lease) if Some(lease) == self.seen => deadlines.kept(&self.key, lease.expires_at),
-            Some(lease) => deadlines.started(&self.key, &lease, self.clocks),
-        }
+        deadlines.track(&self.key, self.seen, self.after, self.clocks);
     }
 }
 

@@ -172,6 +172,20 @@ impl Deadlines {
         }
     }
 
+    /// A write at `now` (under the subscriber's lock, once its change is
+    /// stored) found the lease `seen` (as this process applies it) and
+    /// stored `after`: started, moved, kept (renamed if it stored the
+    /// applied deadline) or ended. A write that found no lease and stored
+    /// none touches nothing.
+    pub fn track(&self, key: &[u8], seen: Option<Lease>, after: Option<Lease>, now: Now) {
+        match (seen, after) {
+            (None, None) => {}
+            (Some(_), None) => self.ended(key),
+            (seen, Some(lease)) if seen == Some(lease) => self.kept(key, lease.expires_at),
+            (_, Some(lease)) => self.started(key, &lease, now),
+        }
+    }
+
     /// The document at `key` holds no lease any more (offline, deleted,
     /// expired).
     pub fn ended(&self, key: &[u8]) {

@@ -112,7 +112,7 @@ fn expire_one(
     };
     trees.subscribers.insert(doc_key, doc.encode()?)?;
     if let Some(feed) = &feed {
-        feed.end(trees)?;
+        feed.end();
     }
     engine.deadlines.ended(doc_key);
     // Taken under the lock, as every write's ticket is.

@@ -450,11 +450,10 @@ impl<'a> FeedChange<'a> {
     }
 
     /// After the document change: the indexes and the counts.
-    pub(crate) fn end(&self, _trees: &Trees) -> Result<()> {
+    pub(crate) fn end(&self) {
         let id = self.doc_key.get(12..).unwrap_or_default();
         self.feed.index.change(id, self.before, self.after);
         self.feed.count(self.before, self.after);
-        Ok(())
     }
 
     /// The write took `ticket`: its events become readable once it is

@@ -23,7 +23,6 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::clock::{Clock, Now, Timestamp};
 use crate::command::{Change, Command, decide};
-use crate::deadlines::Deadlines;
 use crate::durability::Pending;
 use crate::engine::{Engine, read};
 use crate::error::Result;
@@ -33,7 +32,6 @@ use crate::idempotency::{Executed, IdempotencyRecord, RecordedOutcome, purge_exp
 use crate::journal::{JournalEntry, Step};
 use crate::precondition::Precondition;
 use crate::presence_index::Presence;
-use crate::subscriber::Lease;
 use crate::tenancy::Tenant;
 
 /// How many expired records an idempotent write purges on its way out.
@@ -248,16 +246,12 @@ pub(crate) fn write(
             }
         }
         if let Some(after) = lease_after {
-            track_lease(
-                &engine.deadlines,
-                &prepared.doc_key,
-                seen_lease,
-                after,
-                clocks,
-            );
+            engine
+                .deadlines
+                .track(&prepared.doc_key, seen_lease, after, clocks);
         }
         if let Some(feed) = &feed {
-            feed.end(trees)?;
+            feed.end();
         }
         let ticket = engine.barrier.ticket();
         if let Some(feed) = feed {
@@ -332,16 +326,12 @@ pub(crate) fn write(
         None => {}
     }
     if let Some(after) = lease_after {
-        track_lease(
-            &engine.deadlines,
-            &prepared.doc_key,
-            seen_lease,
-            after,
-            clocks,
-        );
+        engine
+            .deadlines
+            .track(&prepared.doc_key, seen_lease, after, clocks);
     }
     if let Some(feed) = &feed {
-        feed.end(trees)?;
+        feed.end();
     }
     // Taken before the locks are released: a replay that finds the record
     // waits for this ticket too.
@@ -369,23 +359,6 @@ pub(crate) fn write(
         annotation: record.annotation,
     };
     Ok((executed, engine.barrier.pending(ticket)))
-}
-
-/// Tells the deadlines what a write did to the document's lease (under
-/// its lock, once the change is in): `seen` is the lease the write found
-/// (as this process applies it), `after` the one it stored.
-fn track_lease(
-    deadlines: &Deadlines,
-    doc_key: &[u8],
-    seen: Option<Lease>,
-    after: Option<Lease>,
-    clocks: Now,
-) {
-    match after {
-        None => deadlines.ended(doc_key),
-        Some(lease) if Some(lease) == seen => deadlines.kept(doc_key, lease.expires_at),
-        Some(lease) => deadlines.started(doc_key, &lease, clocks),
-    }
 }
 
 /// The record under `record_key`, unless it has expired.
