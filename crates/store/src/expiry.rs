@@ -15,7 +15,7 @@ use crate::durability::Ticket;
 use crate::engine::{Engine, read};
 use crate::error::Result;
 use crate::event::event_of_expiry;
-use crate::feed::FeedChange;
+use crate::presence_change::PresenceChange;
 use crate::presence_index::Presence;
 use crate::write::Writes;
 
@@ -72,7 +72,6 @@ fn expire_one(
     deadline: Timestamp,
     now: Now,
 ) -> Result<Option<Ticket>> {
-    let trees = &engine.trees;
     let _lock = writes.lock_stripe(doc_key);
     let doc = read(engine, doc_key)?;
     let Some(doc) = doc.filter(|doc| doc.online_expires_at() == Some(deadline)) else {
@@ -91,35 +90,23 @@ fn expire_one(
         // clock's deadline comes first (deadlines.rs).
         return Ok(None);
     };
+    let seen = doc.lease;
     doc.expire();
-    // The expiry's event and index entries around the document change, as
-    // every write's (write.rs).
-    let feed = match &engine.feeds {
-        Some(feeds) => {
-            let feed = feeds.env(doc.environment_id)?;
-            let after = Presence::of(Some(&doc));
-            let event = event_of_expiry(&doc, applied, now.wall);
-            Some(FeedChange::begin(
-                feed,
-                trees,
-                doc_key,
-                before,
-                after,
-                &[event],
-            )?)
-        }
-        None => None,
-    };
-    trees.subscribers.insert(doc_key, doc.encode()?)?;
-    if let Some(feed) = &feed {
-        feed.end();
-    }
-    engine.deadlines.ended(doc_key);
-    // Taken under the lock, as every write's ticket is.
-    let ticket = engine.barrier.ticket();
-    if let Some(feed) = feed {
-        feed.commit(trees, &engine.barrier, ticket, engine.observer.as_ref());
-    }
+    // The expiry's side effects around the document change, as every
+    // write's (write.rs).
+    let event = event_of_expiry(&doc, applied, now.wall);
+    let presence = PresenceChange::begin(
+        engine,
+        doc.environment_id,
+        doc_key,
+        before,
+        seen,
+        Some(&doc),
+        &[event],
+        now,
+    )?;
+    engine.trees.subscribers.insert(doc_key, doc.encode()?)?;
+    let ticket = presence.finish(engine);
     Ok(Some(ticket))
 }
 

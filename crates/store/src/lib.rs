@@ -63,6 +63,7 @@ mod layout;
 mod observer;
 mod precondition;
 mod presence;
+mod presence_change;
 mod presence_index;
 pub mod rules;
 mod store;

@@ -1,17 +1,18 @@
 //! The write path: the one function every subscriber write takes, keyed or
-//! not, in every mode. In order:
-//! 1. with an idempotency key: the key's lock, then its record: a live
-//!    record replays (or refuses another request under the same key);
-//! 2. the subscriber's lock; the clock and the document read under it;
-//! 3. `decide` (the rules: a passed lease expires first, existence, the
+//! not, in every mode, in four steps:
+//! 1. replay: with an idempotency key, the key's lock, then its record: a
+//!    live record replays (or refuses another request under the same key);
+//! 2. decide: the subscriber's lock; the clocks and the document read under
+//!    it; `command::decide` (a passed lease expires first, existence, the
 //!    expected version, the presence rule, merge);
-//! 4. the change: a new lease deadline's index entry first; then a plain
-//!    write inserts the document; a keyed write (and any
-//!    delete) first its journal entry, then its record and expiry entry,
-//!    then the document (journal.rs: why that is atomic after a crash);
-//! 5. a durability ticket, taken before the locks are released;
-//! 6. back to the caller with a `Pending` that becomes the `Durable` it
-//!    waits for or awaits.
+//! 3. apply: the presence side effects begin (presence_change.rs: the
+//!    events), then the write's own keys (`apply`): a keyed write (and any
+//!    delete) its journal entry, a keyed write its record, then the
+//!    document (journal.rs: why that is atomic after a crash);
+//! 4. finish: the side effects end (indexes, counts, lease table) and the
+//!    durability ticket is taken, both before the locks are released; the
+//!    journal entry is closed, expired records purged, and the caller gets
+//!    a `Pending` that becomes the `Durable` it waits for or awaits.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -26,12 +27,13 @@ use crate::command::{Change, Command, decide};
 use crate::durability::Pending;
 use crate::engine::{Engine, read};
 use crate::error::Result;
-use crate::feed::FeedChange;
 use crate::id::ObjectId;
 use crate::idempotency::{Executed, IdempotencyRecord, RecordedOutcome, purge_expired};
-use crate::journal::{JournalEntry, Step};
+use crate::journal::{JournalEntry, Seq, Step};
 use crate::precondition::Precondition;
+use crate::presence_change::PresenceChange;
 use crate::presence_index::Presence;
+use crate::subscriber::Subscriber;
 use crate::tenancy::Tenant;
 
 /// How many expired records an idempotent write purges on its way out.
@@ -147,7 +149,7 @@ pub(crate) struct Once<'a> {
 /// `AlreadyExists` is returned as the error); a keyed write records those
 /// and returns them as its outcome.
 pub(crate) fn write(
-    store: &Writes,
+    writes: &Writes,
     engine: &Engine,
     tenant: &Tenant,
     command: Command,
@@ -155,210 +157,204 @@ pub(crate) fn write(
     prepared: &Prepared,
     once: Option<Once<'_>>,
 ) -> Result<(Executed, Pending)> {
+    // 1. Replay: a live record answers for its key.
     let key_lock = once
         .as_ref()
-        .map(|once| store.lock_idempotency_stripe(&once.record_key));
+        .map(|once| writes.lock_idempotency_stripe(&once.record_key));
     if let Some(once) = &once {
-        if let Some(record) = live_record(engine, &once.record_key, store.now())? {
-            drop(key_lock);
-            if record.fingerprint != once.fingerprint {
-                return Err(crate::error::Error::IdempotencyKeyReused);
-            }
-            // The record may belong to a write still waiting for its flush:
-            // that write took its ticket before it released the key's lock.
-            let executed = Executed {
-                outcome: record.outcome.into_result(),
-                replayed: true,
-                executed_at: record.executed_at,
-                annotation: record.annotation,
-            };
-            return Ok((executed, engine.barrier.pending_all()));
+        if let Some(replayed) = replay(engine, once, writes.now())? {
+            return Ok(replayed);
         }
     }
 
-    let doc_lock = store.lock_stripe(&prepared.doc_key);
-    // Read under the subscriber's lock: writes to one document take their
-    // times in the order they commit.
-    let clocks = store.clocks();
-    let now = clocks.wall;
-    let current = read(engine, &prepared.doc_key)?;
+    // 2. Decide, under the subscriber's lock: writes to one document take
+    // their times in the order they commit.
+    let doc_key = prepared.doc_key.as_slice();
+    let doc_lock = writes.lock_stripe(doc_key);
+    let clocks = writes.clocks();
+    let current = read(engine, doc_key)?;
     let before = Presence::of(current.as_ref());
     // The lease as this process measures it (deadlines.rs), then the rules.
-    let current = current.map(|doc| engine.deadlines.apply(&prepared.doc_key, doc, clocks));
-    let seen_lease = current.as_ref().and_then(|doc| doc.lease);
+    let current = current.map(|doc| engine.deadlines.apply(doc_key, doc, clocks));
+    let seen = current.as_ref().and_then(|doc| doc.lease);
     let decided = decide(
         command,
         current,
         expected,
         tenant,
-        now,
+        clocks.wall,
         prepared.fresh_id,
-        store.presence_ttl_secs,
+        writes.presence_ttl_secs,
         engine.feeds.is_some(),
     );
-    let lease_after = decided.as_ref().ok().map(|(doc, change, _)| match change {
-        Change::Put(_) => doc.lease,
-        Change::Remove => None,
-    });
-    let trees = &engine.trees;
-    // The feed's events, before the change.
-    let feed = match (&engine.feeds, &decided) {
-        (Some(feeds), Ok((doc, change, events))) => {
-            let after = match change {
-                Change::Put(_) => Presence::of(Some(doc)),
-                Change::Remove => Presence::default(),
-            };
-            let feed = feeds.env(tenant.environment)?;
-            Some(FeedChange::begin(
-                feed,
-                trees,
-                &prepared.doc_key,
-                before,
-                after,
-                events,
-            )?)
-        }
-        _ => None,
-    };
-    let Some(once) = once else {
-        let (doc, change, _) = decided?;
-        let mut ended = None;
-        match change {
-            Change::Put(bytes) => {
-                trees.subscribers.insert(&prepared.doc_key, bytes)?;
-            }
-            Change::Remove => {
-                // Journalled, so that redoing an earlier idempotent write
-                // after a crash cannot bring the subscriber back.
-                let seq = engine.journal.begin(trees)?;
-                let entry = JournalEntry {
-                    seq: seq.number(),
-                    step: Step::Remove(doc.id),
-                    doc_key: prepared.doc_key.clone(),
-                    record_key: Vec::new(),
-                    executed_at: now,
-                    expires_at: now.saturating_add(store.idempotency_ttl),
-                }
-                .encode()?;
-                trees.journal.insert(seq.key(), entry)?;
-                trees.subscribers.remove(&prepared.doc_key)?;
-                ended = Some(seq);
-            }
-        }
-        if let Some(after) = lease_after {
-            engine
-                .deadlines
-                .track(&prepared.doc_key, seen_lease, after, clocks);
-        }
-        if let Some(feed) = &feed {
-            feed.end();
-        }
-        let ticket = engine.barrier.ticket();
-        if let Some(feed) = feed {
-            feed.commit(trees, &engine.barrier, ticket, engine.observer.as_ref());
-        }
-        drop(doc_lock);
-        if let Some(seq) = ended {
-            engine.journal.end(seq, trees);
-        }
-        let executed = Executed {
-            outcome: Ok(doc),
-            replayed: false,
-            executed_at: now,
-            annotation: Vec::new(),
-        };
-        return Ok((executed, engine.barrier.pending(ticket)));
+    let decided = match (decided, &once) {
+        // A plain write returns a refusal; a keyed one records it.
+        (Err(e), None) => return Err(e),
+        (decided, _) => decided,
     };
 
-    let (recorded, change, step) = match decided {
+    // 3. Apply: the events, the write's own keys, the document.
+    let presence = match &decided {
+        Ok((doc, change, events)) => PresenceChange::begin(
+            engine,
+            tenant.environment,
+            doc_key,
+            before,
+            seen,
+            matches!(change, Change::Put(_)).then_some(doc),
+            events,
+            clocks,
+        )?,
+        Err(_) => PresenceChange::none(doc_key, clocks),
+    };
+    let applied = apply(writes, engine, doc_key, once.as_ref(), decided, clocks.wall)?;
+
+    // 4. Finish: the side effects and the ticket under the locks, then
+    // release them, close the journal entry, purge, and wait.
+    let ticket = presence.finish(engine);
+    if let Some(expires_at) = applied.record_expires {
+        writes
+            .next_expiry
+            .fetch_min(expires_at.as_millis(), Ordering::Relaxed);
+    }
+    drop(doc_lock);
+    drop(key_lock);
+    if let Some(seq) = applied.journal {
+        engine.journal.end(seq, &engine.trees);
+    }
+    // Purging is housekeeping: its failure must not fail a committed write,
+    // and the next write (or `purge_expired`) retries it.
+    if applied.record_expires.is_some()
+        && clocks.wall.as_millis() >= writes.next_expiry.load(Ordering::Relaxed)
+    {
+        let _ = writes.purge(engine, PURGE_BATCH);
+    }
+    if once.is_some() {
+        fail::fail_point!("execute_once::before_durable");
+    }
+    Ok((applied.executed, engine.barrier.pending(ticket)))
+}
+
+/// The answer of a live record under `once`'s key, if there is one.
+fn replay(engine: &Engine, once: &Once<'_>, now: Timestamp) -> Result<Option<(Executed, Pending)>> {
+    let Some(record) = live_record(engine, &once.record_key, now)? else {
+        return Ok(None);
+    };
+    if record.fingerprint != once.fingerprint {
+        return Err(crate::error::Error::IdempotencyKeyReused);
+    }
+    let executed = Executed {
+        outcome: record.outcome.into_result(),
+        replayed: true,
+        executed_at: record.executed_at,
+        annotation: record.annotation,
+    };
+    // The record may belong to a write still waiting for its flush: that
+    // write took its ticket before it released the key's lock.
+    Ok(Some((executed, engine.barrier.pending_all())))
+}
+
+/// What [`apply`] leaves the tail to do.
+struct Applied {
+    executed: Executed,
+    /// The journal entry to close once the locks are released.
+    journal: Option<Seq>,
+    /// When the write's idempotency record expires (keyed writes).
+    record_expires: Option<Timestamp>,
+}
+
+/// The write's keys, single-key inserts in this order: the journal entry
+/// (a keyed write, and any delete, so that redoing an earlier keyed write
+/// after a crash cannot bring the subscriber back), the record, the
+/// document change (journal.rs says why that is atomic after a crash).
+fn apply(
+    writes: &Writes,
+    engine: &Engine,
+    doc_key: &[u8],
+    once: Option<&Once<'_>>,
+    decided: Result<(Subscriber, Change, Vec<crate::event::EventRecord>)>,
+    now: Timestamp,
+) -> Result<Applied> {
+    let trees = &engine.trees;
+    let expires_at = now.saturating_add(writes.idempotency_ttl);
+    let (outcome, change, step) = match decided {
         Ok((doc, change, _)) => {
             let step = match &change {
                 Change::Put(_) => Step::Put,
                 Change::Remove => Step::Remove(doc.id),
             };
-            (RecordedOutcome::Document(doc), Some(change), step)
+            (Ok(doc), Some(change), step)
         }
-        Err(e) => (RecordedOutcome::from_error(e)?, None, Step::Nothing),
+        Err(e) => (Err(e), None, Step::Nothing),
     };
-    let outcome = recorded.clone().into_result();
-    let expires_at = now.saturating_add(store.idempotency_ttl);
-    let record = IdempotencyRecord {
-        fingerprint: once.fingerprint,
-        executed_at: now,
-        expires_at,
-        annotation: once.annotation.to_vec(),
-        outcome: recorded,
+    let journalled = once.is_some() || matches!(change, Some(Change::Remove));
+    let journal = if journalled {
+        let seq = engine.journal.begin(trees)?;
+        let entry = JournalEntry {
+            seq: seq.number(),
+            step,
+            doc_key: doc_key.to_vec(),
+            record_key: once.map(|once| once.record_key.clone()).unwrap_or_default(),
+            executed_at: now,
+            expires_at,
+        }
+        .encode()?;
+        if once.is_some() {
+            fail::fail_point!("execute_once::before_commit");
+        }
+        trees.journal.insert(seq.key(), entry)?;
+        Some(seq)
+    } else {
+        None
     };
-    let record_bytes = record.encode()?;
-    let seq = engine.journal.begin(trees)?;
-    let entry = JournalEntry {
-        seq: seq.number(),
-        step,
-        doc_key: prepared.doc_key.clone(),
-        record_key: once.record_key.clone(),
-        executed_at: now,
-        expires_at,
-    }
-    .encode()?;
-    // The intent, the record (and its expiry entry), the change: single-key
-    // inserts in this order (journal.rs says why that is atomic after a
-    // crash).
-    fail::fail_point!("execute_once::before_commit");
-    trees.journal.insert(seq.key(), entry)?;
-    fail::fail_point!("execute_once::after_journal");
-    if trees
-        .idempotency
-        .insert(&once.record_key, record_bytes)?
-        .is_none()
-    {
-        engine.records.fetch_add(1, Ordering::Relaxed);
-        engine.observer.idempotency_recorded();
-    }
-    engine.record_expiry.add(expires_at, &once.record_key);
-    fail::fail_point!("execute_once::after_record");
+    let (outcome, annotation) = match once {
+        Some(once) => {
+            fail::fail_point!("execute_once::after_journal");
+            let recorded = match outcome {
+                Ok(doc) => RecordedOutcome::Document(doc),
+                Err(e) => RecordedOutcome::from_error(e)?,
+            };
+            let outcome = recorded.clone().into_result();
+            let record = IdempotencyRecord {
+                fingerprint: once.fingerprint,
+                executed_at: now,
+                expires_at,
+                annotation: once.annotation.to_vec(),
+                outcome: recorded,
+            };
+            if trees
+                .idempotency
+                .insert(&once.record_key, record.encode()?)?
+                .is_none()
+            {
+                engine.records.fetch_add(1, Ordering::Relaxed);
+                engine.observer.idempotency_recorded();
+            }
+            engine.record_expiry.add(expires_at, &once.record_key);
+            fail::fail_point!("execute_once::after_record");
+            (outcome, record.annotation)
+        }
+        None => (outcome, Vec::new()),
+    };
     match change {
         Some(Change::Put(bytes)) => {
-            trees.subscribers.insert(&prepared.doc_key, bytes)?;
+            trees.subscribers.insert(doc_key, bytes)?;
         }
         Some(Change::Remove) => {
-            trees.subscribers.remove(&prepared.doc_key)?;
+            trees.subscribers.remove(doc_key)?;
         }
         None => {}
     }
-    if let Some(after) = lease_after {
-        engine
-            .deadlines
-            .track(&prepared.doc_key, seen_lease, after, clocks);
-    }
-    if let Some(feed) = &feed {
-        feed.end();
-    }
-    // Taken before the locks are released: a replay that finds the record
-    // waits for this ticket too.
-    let ticket = engine.barrier.ticket();
-    if let Some(feed) = feed {
-        feed.commit(trees, &engine.barrier, ticket, engine.observer.as_ref());
-    }
-    store
-        .next_expiry
-        .fetch_min(expires_at.as_millis(), Ordering::Relaxed);
-    drop(doc_lock);
-    drop(key_lock);
-    engine.journal.end(seq, trees);
-
-    // Purging is housekeeping: its failure must not fail a committed write,
-    // and the next write (or `purge_expired`) retries it.
-    if now.as_millis() >= store.next_expiry.load(Ordering::Relaxed) {
-        let _ = store.purge(engine, PURGE_BATCH);
-    }
-    fail::fail_point!("execute_once::before_durable");
-    let executed = Executed {
-        outcome,
-        replayed: false,
-        executed_at: now,
-        annotation: record.annotation,
-    };
-    Ok((executed, engine.barrier.pending(ticket)))
+    Ok(Applied {
+        executed: Executed {
+            outcome,
+            replayed: false,
+            executed_at: now,
+            annotation,
+        },
+        journal,
+        record_expires: once.map(|_| expires_at),
+    })
 }
 
 /// The record under `record_key`, unless it has expired.
