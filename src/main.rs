@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod keys;
 mod limits;
+mod log;
 mod serve;
 
 use std::process::ExitCode;

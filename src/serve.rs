@@ -13,13 +13,10 @@ use crate::cli::{BackendArg, DurabilityArg, MigrateArgs, ServeArgs, Switch};
 use crate::{admin, limits};
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
-    // Log lines are written by a background thread, so a request never waits
-    // for stderr; `_log_guard` flushes what is queued when `run` returns.
-    // Not lossy: under overload a request waits for the queue rather than
-    // losing its line.
-    let (writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stderr());
+    // Log lines gather in a buffer flushed every 100 ms (log.rs), so a
+    // request neither waits for stderr nor wakes a thread; `_log_flusher`
+    // writes out what is left when `run` returns.
+    let (writer, _log_flusher) = crate::log::buffered_stderr();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
