@@ -24,6 +24,8 @@
 //! # Map
 //! From the ground up; a module imports only from the lines above its own.
 //! - Ground: `clock` (time, injectable), `id` (ObjectIds), `config`,
+//!   `server_key` ([`ServerKey`]: sealing API keys, the Inbox's HMAC check,
+//!   derived keys),
 //!   `observer` (what an operator's metrics are told, and the gauges),
 //!   `precondition` ([`Version`], [`Precondition`]: the version a write
 //!   expects), `error` (the crate's one [`Error`] and the typed problems it carries).
@@ -65,6 +67,7 @@ mod precondition;
 mod presence;
 mod presence_index;
 pub mod rules;
+mod server_key;
 mod store;
 mod subscriber;
 mod tenancy;
@@ -85,6 +88,7 @@ pub use layout::MAX_RECORD_BYTES;
 pub use observer::{Gauges, NoObserver, Observer};
 pub use precondition::Precondition;
 pub use presence::{MAX_TTL_SECONDS, check_ttl_seconds};
+pub use server_key::{SERVER_KEY_BYTES, ServerKey};
 pub use store::{Durable, EventNotice, Store};
 pub use subscriber::{
     Channel, ChannelSettings, Credentials, Data, Lease, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS,
