@@ -8,6 +8,7 @@ mod cli;
 mod keys;
 mod limits;
 mod serve;
+mod server_key;
 
 use std::process::ExitCode;
 
