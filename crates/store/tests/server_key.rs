@@ -49,6 +49,21 @@ fn files(dir: &Path) -> Vec<Vec<u8>> {
     out
 }
 
+/// The store's sled database opened raw, as an older build left it.
+fn raw_sled(dir: &Path) -> sled::Db {
+    let raw = sled::Config::new().path(dir).segment_size(4 * 1024 * 1024);
+    // sled lets go of its lock a moment after the store is dropped.
+    (0..200)
+        .find_map(|_| {
+            let db = raw.open().ok();
+            if db.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            db
+        })
+        .expect("raw sled")
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -105,11 +120,7 @@ fn environments_from_before_identifiers_get_one_at_open() {
     // Rewrite its record as the first format stored it (no identifier)
     // and drop its index entry, as a database of an older build holds.
     {
-        let db = sled::Config::new()
-            .path(dir.path())
-            .segment_size(4 * 1024 * 1024)
-            .open()
-            .expect("raw sled");
+        let db = raw_sled(dir.path());
         let environments = db.open_tree("environments").expect("tree");
         let mut v1 = vec![1u8];
         v1.extend_from_slice(env.id.as_bytes());
@@ -140,11 +151,7 @@ fn environments_from_before_identifiers_get_one_at_open() {
     drop(store);
     // Written in format 2 at that open, and the same ever after.
     {
-        let db = sled::Config::new()
-            .path(dir.path())
-            .segment_size(4 * 1024 * 1024)
-            .open()
-            .expect("raw sled");
+        let db = raw_sled(dir.path());
         let record = db
             .open_tree("environments")
             .expect("tree")
