@@ -62,6 +62,10 @@ pub enum Request {
 pub struct KeyLine {
     pub id: String,
     pub environment: String,
+    /// The environment's application identifier (absent from the answers
+    /// of a server from before identifiers).
+    #[serde(default)]
+    pub identifier: String,
     pub hint: String,
     pub created_at: String,
 }
@@ -69,10 +73,20 @@ pub struct KeyLine {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum Response {
-    Created { secret: String },
-    Listed { keys: Vec<KeyLine> },
+    Created {
+        secret: String,
+        #[serde(default)]
+        environment: String,
+        #[serde(default)]
+        identifier: String,
+    },
+    Listed {
+        keys: Vec<KeyLine>,
+    },
     Revoked,
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 /// Carries out one request on an open store.
@@ -80,8 +94,12 @@ pub fn apply(store: &Store, request: Request) -> Response {
     let result = match request {
         Request::Create { environment } => store
             .ensure_environment(&environment)
-            .and_then(|(env, _)| store.issue_key(env.id))
-            .map(|key| Response::Created { secret: key.secret }),
+            .and_then(|(env, _)| Ok((store.issue_key(env.id)?, env)))
+            .map(|(key, env)| Response::Created {
+                secret: key.secret,
+                environment: env.name,
+                identifier: env.identifier,
+            }),
         Request::List => list(store),
         Request::Revoke { id } => id
             .parse::<ObjectId>()
@@ -98,14 +116,15 @@ fn list(store: &Store) -> subscriber_store::Result<Response> {
     let keys = store
         .keys(None)?
         .into_iter()
-        .map(|k| KeyLine {
-            id: k.id.to_string(),
-            environment: environments
-                .iter()
-                .find(|e| e.id == k.environment_id)
-                .map_or_else(|| k.environment_id.to_string(), |e| e.name.clone()),
-            hint: format!("...{}", k.hint),
-            created_at: k.created_at.to_string(),
+        .map(|k| {
+            let env = environments.iter().find(|e| e.id == k.environment_id);
+            KeyLine {
+                id: k.id.to_string(),
+                environment: env.map_or_else(|| k.environment_id.to_string(), |e| e.name.clone()),
+                identifier: env.map(|e| e.identifier.clone()).unwrap_or_default(),
+                hint: format!("...{}", k.hint),
+                created_at: k.created_at.to_string(),
+            }
         })
         .collect();
     Ok(Response::Listed { keys })

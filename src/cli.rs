@@ -220,6 +220,51 @@ pub struct ServeArgs {
     /// The default environment: created on first start.
     #[arg(long, env = "SUBSCRIBERD_ENVIRONMENT", default_value = "Development")]
     pub environment: String,
+
+    #[command(flatten)]
+    pub server_key: ServerKeyArgs,
+
+    /// Whether an Inbox session (POST /v1/inbox/session) needs a valid
+    /// subscriberHash: the lowercase hex HMAC-SHA256 of the subscriberId
+    /// keyed with one of the environment's API keys, computed by your
+    /// backend. Off, anyone who knows the application identifier can open
+    /// a session as any subscriber.
+    #[arg(long, env = "SUBSCRIBERD_INBOX_HMAC", value_enum, default_value = "on")]
+    pub inbox_hmac: Switch,
+
+    /// How long an Inbox session token is valid, in seconds (60 to 2592000).
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_INBOX_TOKEN_TTL_SECS",
+        default_value_t = 86_400,
+        value_parser = clap::value_parser!(u64).range(60..=2_592_000)
+    )]
+    pub inbox_token_ttl_secs: u64,
+}
+
+/// The server key (never stored with the data): it seals the API keys
+/// kept for Inbox HMAC checks and signs Inbox session tokens. Every server
+/// of one store needs the same.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerKeyArgs {
+    /// A file holding the server key (64 hex characters, as
+    /// `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'` makes one).
+    /// Without this or --server-key: with --backend sled, the file
+    /// <data>.server-key beside the data directory, created (mode 0600) if
+    /// missing; with --backend postgres, none (Inbox sessions off).
+    #[arg(long, env = "SUBSCRIBERD_SERVER_KEY_FILE", value_name = "PATH")]
+    pub server_key_file: Option<std::path::PathBuf>,
+
+    /// The server key itself, 64 hex characters (prefer the variable: a
+    /// flag's value is visible to other users of the machine).
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_SERVER_KEY",
+        hide_env_values = true,
+        conflicts_with = "server_key_file",
+        value_name = "HEX"
+    )]
+    pub server_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +276,10 @@ pub enum KeysCommand {
         /// The environment the key grants access to (created if missing).
         #[arg(long, env = "SUBSCRIBERD_ENVIRONMENT", default_value = "Development")]
         environment: String,
+        /// The server key the new key is sealed under when no server runs
+        /// (a running server seals it under its own).
+        #[command(flatten)]
+        server_key: ServerKeyArgs,
     },
     /// List keys (ids, environments and the last four characters, never secrets).
     List {

@@ -9,6 +9,7 @@ mod keys;
 mod limits;
 mod log;
 mod serve;
+mod server_key;
 
 use std::process::ExitCode;
 

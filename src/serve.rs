@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use subscriber_http::{Metrics, ServerConfig};
+use subscriber_http::{InboxConfig, Metrics, ServerConfig, TokenKey};
 use subscriber_postgres::{Options as PgOptions, PgBackend};
 use subscriber_store::{Backend, Config, Durability, Observer, Store};
 
 use crate::cli::{BackendArg, DurabilityArg, MigrateArgs, ServeArgs, Switch};
-use crate::{admin, limits};
+use crate::{admin, limits, server_key};
 
 pub fn run(args: ServeArgs) -> Result<(), String> {
     // Log lines gather in a buffer flushed every 100 ms (log.rs), so a
@@ -37,6 +37,21 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         Switch::On => Some(Arc::new(Metrics::new()?)),
         Switch::Off => None,
     };
+    // The server key: given, or for sled the file beside the data
+    // directory (created on first start); PostgreSQL servers share one, so
+    // there it is never made up here.
+    let beside_data = (args.backend == BackendArg::Sled).then_some(args.data.as_path());
+    let server_key = server_key::load(&args.server_key, beside_data)?;
+    if let Some(path) = server_key.as_ref().and_then(|k| k.created.as_ref()) {
+        tracing::info!("{}", server_key::created_message(path));
+    }
+    let server_key = server_key.map(|loaded| loaded.key);
+    let sealed = server_key.is_some();
+    if server_key.is_none() {
+        tracing::warn!(
+            "no server key (--server-key-file or SUBSCRIBERD_SERVER_KEY): Inbox sessions are off and API keys are kept as digests only; give every server of the database the same key"
+        );
+    }
     let mut store_config = Config::new(&args.data)
         .durability(durability)
         .flush_interval(Duration::from_millis(args.flush_interval_ms))
@@ -46,6 +61,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .event_retention(Duration::from_secs(args.event_retention_secs));
     if let Some(metrics) = &metrics {
         store_config = store_config.observer(Arc::clone(metrics) as Arc<dyn Observer>);
+    }
+    if let Some(key) = &server_key {
+        store_config = store_config.server_key(key.clone());
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -61,6 +79,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         drain_delay: Duration::from_secs(args.drain_delay_secs),
         metrics: metrics.clone(),
         metrics_route: args.metrics_listen.is_none(),
+        inbox: InboxConfig {
+            token_key: server_key.as_ref().map(TokenKey::new),
+            hmac: args.inbox_hmac == Switch::On,
+            token_ttl: Duration::from_secs(args.inbox_token_ttl_secs),
+        },
         ..ServerConfig::default()
     };
     let backend = runtime.block_on(async {
@@ -81,7 +104,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             ),
             None => None,
         };
-        let (backend, admin) = match args.backend {
+        let (backend, admin, env) = match args.backend {
             BackendArg::Sled => {
                 // Opening recovers the journal and the feed and counts the
                 // subscribers: the port answers 503 meanwhile (GET /ready too).
@@ -91,17 +114,19 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                     .await
                     .map_err(|e| format!("cannot open the store: {e}"))?
                     .map_err(|e| format!("cannot open data directory {}: {e}", args.data.display()))?;
-                provision(&store, &args)?;
+                let env = provision(&store, &args, sealed)?;
                 let admin_path = admin::socket_path(&args.data);
                 let admin_listener = admin::bind(&args.data)
                     .map_err(|e| format!("cannot create {}: {e}", admin_path.display()))?;
                 let admin_task = tokio::spawn(admin::serve(admin_listener, store.clone()));
-                (Arc::new(store) as Arc<dyn Backend>, Some((admin_task, admin_path)))
+                (Arc::new(store) as Arc<dyn Backend>, Some((admin_task, admin_path)), env)
             }
             BackendArg::Postgres => {
-                let backend = start_postgres(&args, &listener, addr, metrics.as_ref()).await?;
-                provision_postgres(&backend, &args).await?;
-                (Arc::new(backend) as Arc<dyn Backend>, None)
+                let backend =
+                    start_postgres(&args, &listener, addr, metrics.as_ref(), server_key.clone())
+                        .await?;
+                let env = provision_postgres(&backend, &args, sealed).await?;
+                (Arc::new(backend) as Arc<dyn Backend>, None, env)
             }
         };
         // Everything the server keeps open is open now: what is left under
@@ -138,6 +163,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             presence_feed = ?args.presence_feed,
             event_retention_secs = args.event_retention_secs,
             metrics = ?args.metrics,
+            environment = %env.name,
+            application_identifier = %env.identifier,
+            inbox_hmac = ?args.inbox_hmac,
             "listening on http://{addr}"
         );
         let served = subscriber_http::serve(listener, Arc::clone(&backend), config, shutdown).await;
@@ -187,6 +215,7 @@ async fn start_postgres(
     listener: &tokio::net::TcpListener,
     addr: std::net::SocketAddr,
     metrics: Option<&Arc<Metrics>>,
+    server_key: Option<subscriber_store::ServerKey>,
 ) -> Result<PgBackend, String> {
     let Some(url) = args.database_url.clone() else {
         return Err(
@@ -205,6 +234,7 @@ async fn start_postgres(
     options.idempotency_ttl = Duration::from_secs(args.idempotency_ttl_secs);
     options.presence_ttl_secs = args.presence_ttl_secs;
     options.event_retention = Duration::from_secs(args.event_retention_secs);
+    options.server_key = server_key;
     if let Some(metrics) = metrics {
         options.observer = Arc::clone(metrics) as Arc<dyn Observer>;
     }
@@ -215,7 +245,11 @@ async fn start_postgres(
 }
 
 /// The default environment and a key, in the database (as [`provision`]).
-async fn provision_postgres(backend: &PgBackend, args: &ServeArgs) -> Result<(), String> {
+async fn provision_postgres(
+    backend: &PgBackend,
+    args: &ServeArgs,
+    sealed: bool,
+) -> Result<subscriber_store::Environment, String> {
     let (env, _) = backend
         .ensure_environment(&args.environment)
         .await
@@ -225,7 +259,7 @@ async fn provision_postgres(backend: &PgBackend, args: &ServeArgs) -> Result<(),
             .add_key(&env, secret)
             .await
             .map_err(|e| format!("cannot provision the given API key: {e}"))?;
-        return Ok(());
+        return Ok(env);
     }
     if backend
         .key_count()
@@ -233,23 +267,38 @@ async fn provision_postgres(backend: &PgBackend, args: &ServeArgs) -> Result<(),
         .map_err(|e| format!("cannot count keys: {e}"))?
         > 0
     {
-        return Ok(());
+        return Ok(env);
     }
     let key = backend
         .issue_key(&env)
         .await
         .map_err(|e| format!("cannot issue an API key: {e}"))?;
     println!(
-        "Created the {env} environment and an API key in the database. It is shown only now; the database keeps its SHA-256 digest.\n\n    {secret}\n",
-        env = env.name,
+        "Created the {name} environment and an API key in the database. It is shown only now; the database keeps its SHA-256 digest{sealed}.\n\n    {secret}\n\nThe environment's application identifier (the Inbox's applicationIdentifier): {identifier}\n",
+        name = env.name,
         secret = key.secret,
+        identifier = env.identifier,
+        sealed = sealed_note(sealed),
     );
-    Ok(())
+    Ok(env)
+}
+
+/// How the first-start message says what is kept of the key.
+fn sealed_note(sealed: bool) -> &'static str {
+    if sealed {
+        " and, for Inbox HMAC checks, the key sealed under the server key (which is not stored with the data)"
+    } else {
+        ""
+    }
 }
 
 /// The default environment, and a key: the one given, or on first start a
-/// new one printed once.
-fn provision(store: &Store, args: &ServeArgs) -> Result<(), String> {
+/// new one printed once (with the environment's application identifier).
+fn provision(
+    store: &Store,
+    args: &ServeArgs,
+    sealed: bool,
+) -> Result<subscriber_store::Environment, String> {
     let (env, _) = store
         .ensure_environment(&args.environment)
         .map_err(|e| format!("cannot create environment {:?}: {e}", args.environment))?;
@@ -257,26 +306,28 @@ fn provision(store: &Store, args: &ServeArgs) -> Result<(), String> {
         store
             .add_key(env.id, secret)
             .map_err(|e| format!("cannot provision the given API key: {e}"))?;
-        return Ok(());
+        return Ok(env);
     }
     let has_keys = !store
         .keys(None)
         .map_err(|e| format!("cannot list keys: {e}"))?
         .is_empty();
     if has_keys {
-        return Ok(());
+        return Ok(env);
     }
     let key = store
         .issue_key(env.id)
         .map_err(|e| format!("cannot issue an API key: {e}"))?;
     let port = args.listen.port();
     println!(
-        "Created the {env} environment and an API key. It is shown only now; the store keeps its SHA-256 digest.\n\n    {secret}\n\nTry it:\n\n    curl -X POST http://localhost:{port}/v1/subscribers \\\n      -H 'Authorization: ApiKey {secret}' -H 'Content-Type: application/json' \\\n      -d '{{\"subscriberId\": \"user-1\"}}'\n    curl -X PATCH http://localhost:{port}/v1/subscribers/user-1/online-status \\\n      -H 'Authorization: ApiKey {secret}' -H 'Content-Type: application/json' \\\n      -d '{{\"isOnline\": true}}'\n\nMore keys: subscriberd keys create --data {data}\n",
-        env = env.name,
+        "Created the {name} environment and an API key. It is shown only now; the store keeps its SHA-256 digest{sealed}.\n\n    {secret}\n\nThe environment's application identifier (the Inbox's applicationIdentifier): {identifier}\n\nTry it:\n\n    curl -X POST http://localhost:{port}/v1/subscribers \\\n      -H 'Authorization: ApiKey {secret}' -H 'Content-Type: application/json' \\\n      -d '{{\"subscriberId\": \"user-1\"}}'\n    curl -X PATCH http://localhost:{port}/v1/subscribers/user-1/online-status \\\n      -H 'Authorization: ApiKey {secret}' -H 'Content-Type: application/json' \\\n      -d '{{\"isOnline\": true}}'\n\nMore keys: subscriberd keys create --data {data}\n",
+        name = env.name,
         secret = key.secret,
+        identifier = env.identifier,
+        sealed = sealed_note(sealed),
         data = args.data.display(),
     );
-    Ok(())
+    Ok(env)
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is

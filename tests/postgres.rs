@@ -564,7 +564,7 @@ fn start_errors_are_one_clear_line() {
     let (success, out, err) = run(&["migrate", "--database-url", &empty]);
     assert!(success, "migrate: {err}");
     assert!(
-        out.contains("Applied migrations [1]"),
+        out.contains("Applied migrations [1, 2]"),
         "first migrate: {out}"
     );
     let (success, out, err) = run(&["migrate", "--database-url", &empty]);
@@ -574,7 +574,7 @@ fn start_errors_are_one_clear_line() {
     assert_eq!(version(&create(server.addr, KEY, "after-migrate")), 0);
     assert_eq!(
         pg.sql("t_migrate", "SELECT count(*) FROM subscriberd_schema"),
-        "1"
+        "2"
     );
 }
 

@@ -16,6 +16,21 @@ pub mod load;
 /// The key the tests provision with `SUBSCRIBERD_API_KEY`.
 pub const KEY: &str = "test-key-0123456789abcdef";
 
+/// The server key the tests give with `SUBSCRIBERD_SERVER_KEY` (so no key
+/// file is left beside their temporary data directories), unless a test
+/// sets or removes that variable or `SUBSCRIBERD_SERVER_KEY_FILE` itself.
+pub const SERVER_KEY: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+
+/// Gives `command` the tests' server key unless it names one of its own.
+pub fn with_server_key(command: &mut Command) {
+    let named = command
+        .get_envs()
+        .any(|(name, _)| name == "SUBSCRIBERD_SERVER_KEY" || name == "SUBSCRIBERD_SERVER_KEY_FILE");
+    if !named {
+        command.env("SUBSCRIBERD_SERVER_KEY", SERVER_KEY);
+    }
+}
+
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
@@ -25,8 +40,11 @@ pub struct Server {
     stderr_lines: mpsc::Receiver<String>,
 }
 
+/// The binary, with the tests' server key (see [`SERVER_KEY`]).
 pub fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_subscriberd"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_subscriberd"));
+    command.env("SUBSCRIBERD_SERVER_KEY", SERVER_KEY);
+    command
 }
 
 impl Server {
@@ -69,6 +87,7 @@ impl Server {
         if let Some(key) = key {
             command.env("SUBSCRIBERD_API_KEY", key);
         }
+        with_server_key(&mut command);
         let mut child = command.spawn().expect("spawn subscriberd");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();

@@ -154,6 +154,32 @@ pub(crate) fn rule_message(field: &Field, problem: &InputProblem) -> String {
     }
 }
 
+/// Why an Inbox session is refused before anything is written (SPEC 13):
+/// Novu's 400s, and 404 where this server has no server key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionRefusal {
+    /// No environment has the `applicationIdentifier`.
+    UnknownApplication,
+    /// `subscriberHash` missing, malformed or not made with one of the
+    /// environment's keys.
+    BadHash,
+    /// The server was started without a server key: no tokens.
+    NoServerKey,
+}
+
+pub(crate) fn session_refused(refusal: SessionRefusal) -> ApiError {
+    match refusal {
+        SessionRefusal::UnknownApplication => {
+            ApiError::bad_request("Please provide a valid app identifier")
+        }
+        SessionRefusal::BadHash => ApiError::bad_request("Please provide a valid HMAC hash"),
+        SessionRefusal::NoServerKey => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Inbox sessions are off: this server was started without a server key",
+        ),
+    }
+}
+
 /// The 400 for a path's `{subscriberId}` that breaks the store's id rule
 /// (SPEC section 1: a bad path id is a 400, not a 422).
 pub(crate) fn bad_path_subscriber_id(problem: &InputProblem) -> ApiError {

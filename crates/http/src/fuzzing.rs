@@ -54,6 +54,7 @@ pub fn decode_request(input: &[u8]) {
     if let Ok(json) = crate::wire::parse_json(body) {
         let _ = crate::wire::presence(&json);
         let _ = crate::wire::create_body(&json, body);
+        let _ = crate::wire::session_body(&json, body);
         if let Ok(key) = subscriber_store::IdempotencyKey::new("fuzz") {
             let _ = subscriber_store::Idempotency::for_request(key, &[query], &json);
         }

@@ -19,7 +19,9 @@ use crate::error::{ApiError, from_store};
 use crate::extract;
 use crate::router::{self, Endpoint, Matched};
 use crate::stream::{self, EventStream, Feed};
-use crate::wire::{self, Envelope, EventPageDto, OnlinePageDto, StatsDto, SubscriberDto};
+use crate::wire::{
+    self, Envelope, EnvironmentDto, EventPageDto, OnlinePageDto, StatsDto, SubscriberDto,
+};
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -77,8 +79,16 @@ fn raw_data(doc: &Subscriber) -> Result<Option<Box<RawValue>>, ApiError> {
 
 /// `{"data": ...}`, 200.
 fn data_reply(data: impl Serialize) -> Result<Reply, ApiError> {
+    data_status_reply(StatusCode::OK, data)
+}
+
+/// `{"data": ...}` with `status`.
+pub(crate) fn data_status_reply(
+    status: StatusCode,
+    data: impl Serialize,
+) -> Result<Reply, ApiError> {
     let body = serde_json::to_vec(&Envelope { data }).map_err(|e| ApiError::internal(&e))?;
-    Ok(json_reply(StatusCode::OK, body.into()))
+    Ok(json_reply(status, body.into()))
 }
 
 /// `{"data": document}` with its `ETag`.
@@ -115,6 +125,8 @@ async fn dispatch(
         Endpoint::Ready => return ready(state).await,
         Endpoint::Metrics => return metrics(state),
         Endpoint::OpenApi => return Ok(json_reply(StatusCode::OK, state.openapi.clone())),
+        // The Inbox has no API key: the body names the environment.
+        Endpoint::InboxSession => return crate::inbox::session(state, request).await,
         _ => {}
     }
     let tenant = extract::tenant(request.headers(), state.store.as_ref()).await?;
@@ -159,6 +171,14 @@ async fn dispatch(
                 .map(raw_data)
                 .collect::<Result<Vec<_>, _>>()?;
             data_reply(OnlinePageDto::new(&page, &data))
+        }
+        (Endpoint::EnvironmentMe, None) => {
+            let env = state
+                .store
+                .environment(&tenant)
+                .await
+                .map_err(|e| from_store(&e, None))?;
+            data_reply(EnvironmentDto::new(&env))
         }
         (Endpoint::PresenceStats, None) => {
             let stats = state

@@ -23,16 +23,19 @@ mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handlers;
+mod inbox;
 pub mod metrics;
 mod openapi;
 mod router;
 mod server;
 mod stream;
+pub mod token;
 mod wire;
 
 pub use metrics::Metrics;
 pub use openapi::document as openapi_document;
-pub use server::{ServerConfig, answer_starting, serve, serve_metrics};
+pub use server::{InboxConfig, ServerConfig, answer_starting, serve, serve_metrics};
+pub use token::{Session, TokenError, TokenKey};
 
 /// Every `(method, path pattern)` the server routes, as the OpenAPI document
 /// names them.

@@ -22,6 +22,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     request_seconds: HistogramVec,
     writes: IntCounterVec,
+    inbox_sessions: IntCounterVec,
     connections_open: IntGauge,
     connections_refused: IntCounter,
     event_stream_readers: IntGauge,
@@ -84,6 +85,12 @@ impl Metrics {
                 "subscriberd_writes_total",
                 "Subscriber writes answered, by kind: plain (no idempotency key), keyed (executed), replay (answered from the record).",
                 &["kind"],
+            )?,
+            inbox_sessions: counter_vec(
+                r,
+                "subscriberd_inbox_sessions_total",
+                "Inbox sessions (POST /v1/inbox/session) by outcome: created (a token issued), unknown_application, bad_hash (missing or wrong subscriberHash), invalid (a malformed body), failed (an internal error).",
+                &["outcome"],
             )?,
             connections_open: gauge(
                 r,
@@ -175,7 +182,19 @@ impl Metrics {
             )?,
             registry,
         };
+        // Every outcome is a series from the start, so a rate is defined
+        // before the first refusal.
+        for outcome in SessionOutcome::ALL {
+            metrics.inbox_sessions.with_label_values(&[outcome.label()]);
+        }
         Ok(metrics)
+    }
+
+    /// Counts an Inbox session request by its outcome.
+    pub(crate) fn inbox_session(&self, outcome: SessionOutcome) {
+        self.inbox_sessions
+            .with_label_values(&[outcome.label()])
+            .inc();
     }
 
     /// Counts an answered request. `route` is a route template or
@@ -280,6 +299,37 @@ impl Observer for Metrics {
 
     fn events_purged(&self, events: u64) {
         self.events_purged.inc_by(events);
+    }
+}
+
+/// How an Inbox session request ended: the label values of
+/// `subscriberd_inbox_sessions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionOutcome {
+    Created,
+    UnknownApplication,
+    BadHash,
+    Invalid,
+    Failed,
+}
+
+impl SessionOutcome {
+    const ALL: [SessionOutcome; 5] = [
+        SessionOutcome::Created,
+        SessionOutcome::UnknownApplication,
+        SessionOutcome::BadHash,
+        SessionOutcome::Invalid,
+        SessionOutcome::Failed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            SessionOutcome::Created => "created",
+            SessionOutcome::UnknownApplication => "unknown_application",
+            SessionOutcome::BadHash => "bad_hash",
+            SessionOutcome::Invalid => "invalid",
+            SessionOutcome::Failed => "failed",
+        }
     }
 }
 

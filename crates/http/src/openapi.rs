@@ -197,6 +197,34 @@ pub fn document() -> Value {
             &[AUTH, feed_off, SERVER],
         )
     });
+    let environment_me = json!({
+        "operationId": "EnvironmentsControllerV1_getCurrentEnvironment",
+        "summary": "The API key's environment, with its application identifier",
+        "tags": ["Environments"],
+        "responses": common_errors(
+            json!({"200": ok("The environment", "EnvironmentDto", false)}),
+            &[AUTH, SERVER],
+        )
+    });
+    let inbox_session = json!({
+        "operationId": "InboxController_sessionInitialize",
+        "summary": "Start an Inbox session: the subscriber is created if missing, and a session token answered",
+        "description": "No API key: `applicationIdentifier` names the environment (GET /v1/environments/me shows it). While the server requires it (--inbox-hmac on, the default), `subscriberHash` is the lowercase hex HMAC-SHA256 of the subscriberId keyed with one of the environment's API keys. An existing subscriber is not changed. A top-level `subscriberId` is read when `subscriber` has none (older clients).",
+        "tags": ["Inbox"],
+        "security": [],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionRequestDto"}}}},
+        "responses": common_errors(
+            json!({"201": ok("The session", "SessionResponseDto", false)}),
+            &[
+                ("400", "Not JSON; or `Please provide a valid app identifier` (no environment has it); or `Please provide a valid HMAC hash` (missing or wrong subscriberHash)"),
+                ("404", "Inbox sessions are off: the server has no server key"),
+                ("408", "The body did not arrive within the body timeout"),
+                ("413", "Body larger than the limit (256 KiB by default)"),
+                ("422", "A member of the body has the wrong type or breaks its rule; `errors` names it"),
+                SERVER,
+            ],
+        )
+    });
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -220,6 +248,8 @@ pub fn document() -> Value {
             "/v1/presence/events": {"get": events},
             "/v1/presence/online": {"get": online},
             "/v1/presence/stats": {"get": stats},
+            "/v1/environments/me": {"get": environment_me},
+            "/v1/inbox/session": {"post": inbox_session},
             "/v1/health-check": {"get": {
                 "operationId": "HealthController_healthCheck",
                 "summary": "Health check",
@@ -294,6 +324,10 @@ fn schemas() -> Value {
         }
     });
     let provider = json!({"type": "string", "enum": subscriber_store::PROVIDER_IDS});
+    let mut older_subscriber_id = subscriber_id_schema();
+    older_subscriber_id["deprecated"] = json!(true);
+    older_subscriber_id["description"] =
+        json!("Older clients' place for the id; read when `subscriber` has none");
     json!({
         "UpdateSubscriberOnlineFlagRequestDto": {
             "type": "object",
@@ -323,6 +357,47 @@ fn schemas() -> Value {
                     "required": ["providerId"],
                     "properties": {"providerId": provider, "integrationIdentifier": string, "credentials": credentials}
                 }}
+            }
+        },
+        "SessionRequestDto": {
+            "type": "object",
+            "required": ["applicationIdentifier"],
+            "properties": {
+                "applicationIdentifier": {"type": "string", "description": "The environment's identifier (GET /v1/environments/me)"},
+                "subscriber": {
+                    "type": "object",
+                    "nullable": true,
+                    "properties": {
+                        "subscriberId": subscriber_id_schema(),
+                        "firstName": nullable_string, "lastName": nullable_string,
+                        "email": nullable_string,
+                        "phone": nullable_string, "avatar": nullable_string, "locale": nullable_string, "timezone": nullable_string,
+                        "data": {"type": "object", "nullable": true, "additionalProperties": true}
+                    }
+                },
+                "subscriberId": older_subscriber_id,
+                "subscriberHash": {"type": "string", "nullable": true, "pattern": "^[0-9a-f]{64}$", "description": "Lowercase hex HMAC-SHA256 of the subscriberId, keyed with one of the environment's API keys"}
+            }
+        },
+        "SessionResponseDto": {
+            "type": "object",
+            "required": ["token", "totalUnreadCount", "removeNovuBranding", "isDevelopmentMode", "applicationIdentifier"],
+            "properties": {
+                "token": {"type": "string", "description": "A JWT (HS256) naming the environment, its organization and the subscriber; it expires (--inbox-token-ttl-secs)"},
+                "totalUnreadCount": {"type": "integer", "minimum": 0},
+                "removeNovuBranding": {"type": "boolean"},
+                "isDevelopmentMode": {"type": "boolean", "description": "Whether the environment is the one named Development"},
+                "applicationIdentifier": string
+            }
+        },
+        "EnvironmentDto": {
+            "type": "object",
+            "required": ["_id", "name", "identifier", "_organizationId"],
+            "properties": {
+                "_id": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
+                "name": string,
+                "identifier": {"type": "string", "description": "The public application identifier the Inbox is given; no secret, it grants nothing alone"},
+                "_organizationId": {"type": "string", "pattern": "^[0-9a-f]{24}$"}
             }
         },
         "ChannelCredentials": credentials,

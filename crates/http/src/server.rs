@@ -45,6 +45,30 @@ pub struct ServerConfig {
     /// After a shutdown signal, how long the server keeps accepting (with
     /// `/ready` at 503, so a load balancer stops sending) before it drains.
     pub drain_delay: Duration,
+    /// The Inbox session (SPEC 13).
+    pub inbox: InboxConfig,
+}
+
+/// How `POST /v1/inbox/session` answers.
+#[derive(Debug, Clone)]
+pub struct InboxConfig {
+    /// Signs the session tokens (derived from the server key: every server
+    /// of a store is given the same). `None`: the route answers 404.
+    pub token_key: Option<crate::token::TokenKey>,
+    /// Whether a session needs a valid `subscriberHash` (default `true`).
+    pub hmac: bool,
+    /// How long a session token is valid (default 24 h).
+    pub token_ttl: Duration,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        InboxConfig {
+            token_key: None,
+            hmac: true,
+            token_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -59,6 +83,7 @@ impl Default for ServerConfig {
             metrics: None,
             metrics_route: true,
             drain_delay: Duration::ZERO,
+            inbox: InboxConfig::default(),
         }
     }
 }

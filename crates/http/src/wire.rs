@@ -3,7 +3,8 @@
 //! validation shape. This file checks JSON types only (a string, an object);
 //! the rules on values (id length, provider ids, `data`) are the store's,
 //! worded by `error.rs`. The presence feed's event, page and count shapes
-//! (SPEC section 11). The only serde of HTTP shapes in the crate.
+//! (SPEC section 11); the Inbox's (SPEC 13) in `wire/session.rs`. The only
+//! serde of HTTP shapes in the crate.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -15,6 +16,9 @@ use subscriber_store::{
 };
 
 use crate::error::{ApiError, field_error, rule_message};
+
+mod session;
+pub(crate) use session::{EnvironmentDto, SessionDto, session_body};
 
 /// Novu's success envelope: `{"data": ...}` and nothing else.
 #[derive(Serialize)]
@@ -249,7 +253,7 @@ pub(crate) struct Presence {
 }
 
 pub(crate) fn presence(body: &Value) -> Result<Presence, ApiError> {
-    let mut p = Problems(Map::new());
+    let mut p = Problems::new("");
     let (field, value) = match body.get("isOnline") {
         Some(v) => ("isOnline", Some(v)),
         None => match body.get("online") {
@@ -316,28 +320,38 @@ fn whole_number(value: &Value) -> Option<u64> {
     (float.fract() == 0.0 && float >= 0.0).then_some(float as u64)
 }
 
-/// Collects per-field problems of a create body.
-struct Problems(Map<String, Value>);
+/// Collects per-field problems of a body; each field named after
+/// `prefix` (`subscriber.` for the fields of an Inbox session's subscriber).
+pub(crate) struct Problems(pub Map<String, Value>, pub &'static str);
 
 impl Problems {
-    fn add(&mut self, field: &str, message: &str, value: Option<&Value>) {
-        match self.0.get_mut(field).and_then(|e| e.get_mut("messages")) {
+    pub(crate) fn new(prefix: &'static str) -> Problems {
+        Problems(Map::new(), prefix)
+    }
+
+    pub(crate) fn add(&mut self, field: &str, message: &str, value: Option<&Value>) {
+        let field = format!("{}{field}", self.1);
+        match self.0.get_mut(&field).and_then(|e| e.get_mut("messages")) {
             Some(Value::Array(messages)) => messages.push(Value::String(message.into())),
             _ => {
-                self.0.insert(field.into(), field_error(&[message], value));
+                self.0.insert(field, field_error(&[message], value));
             }
         }
     }
 
     /// A value that breaks a store rule, in Novu's words.
-    fn broken(&mut self, field: Field, problem: &InputProblem, value: Option<&Value>) {
+    pub(crate) fn broken(&mut self, field: Field, problem: &InputProblem, value: Option<&Value>) {
         let name = crate::error::field_name(&field);
         self.add(&name, &rule_message(&field, problem), value);
     }
 
     /// An optional string field: absent (`None`, keep), null (`Some(None)`,
     /// clear) or a string; anything else is a problem.
-    fn string(&mut self, body: &Map<String, Value>, field: &str) -> Option<Option<String>> {
+    pub(crate) fn string(
+        &mut self,
+        body: &Map<String, Value>,
+        field: &str,
+    ) -> Option<Option<String>> {
         match body.get(field) {
             None => None,
             Some(Value::Null) => Some(None),
@@ -355,7 +369,7 @@ impl Problems {
 /// unset), as Novu's `@IsOptional()` validation lets it through; `channels:
 /// null` means "not given".
 pub(crate) fn create_body(body: &Value, raw: &[u8]) -> Result<SubscriberInput, ApiError> {
-    let mut p = Problems(Map::new());
+    let mut p = Problems::new("");
     let Some(obj) = body.as_object() else {
         p.add(
             "subscriberId",
@@ -365,60 +379,8 @@ pub(crate) fn create_body(body: &Value, raw: &[u8]) -> Result<SubscriberInput, A
         p.add("subscriberId", "subscriberId must be a string", None);
         return Err(ApiError::validation(p.0));
     };
-    let subscriber_id = match obj.get("subscriberId") {
-        None | Some(Value::Null) => {
-            let value = obj.get("subscriberId");
-            p.add(
-                "subscriberId",
-                "subscriberId should not be null or undefined",
-                value,
-            );
-            p.add("subscriberId", "subscriberId must be a string", value);
-            String::new()
-        }
-        Some(value @ Value::String(id)) => {
-            if let Err(problem) = check_subscriber_id(id) {
-                p.broken(Field::SubscriberId, &problem, Some(value));
-            }
-            id.clone()
-        }
-        Some(other) => {
-            p.add("subscriberId", "subscriberId must be a string", Some(other));
-            String::new()
-        }
-    };
-    let mut input = SubscriberInput::new(subscriber_id);
-    input.first_name = p.string(obj, "firstName");
-    input.last_name = p.string(obj, "lastName");
-    input.phone = p.string(obj, "phone");
-    input.avatar = p.string(obj, "avatar");
-    input.locale = p.string(obj, "locale");
-    input.timezone = p.string(obj, "timezone");
-    input.email = match obj.get("email") {
-        None => None,
-        Some(Value::Null) => Some(None),
-        Some(Value::String(s)) => Some(Some(s.clone())),
-        Some(other) => {
-            p.add("email", "email must be a string or null", Some(other));
-            None
-        }
-    };
-    input.data = match obj.get("data") {
-        None => None,
-        Some(Value::Null) => Some(None),
-        // Kept as sent (numbers with every digit), from the raw body.
-        Some(value) => match raw_data(raw).map_or_else(|| Data::from_value(value), Data::parse) {
-            Ok(data) => Some(Some(data)),
-            Err(Error::InvalidInput { field, problem }) => {
-                p.broken(field, &problem, Some(value));
-                None
-            }
-            Err(other) => {
-                p.add("data", &other.to_string(), Some(value));
-                None
-            }
-        },
-    };
+    let mut input = SubscriberInput::new(subscriber_id(&mut p, obj.get("subscriberId")));
+    subscriber_fields(&mut p, obj, &mut input, raw_data(raw));
     input.channels = match obj.get("channels") {
         // Novu's Python SDKs send null for every field left unset.
         None | Some(Value::Null) => None,
@@ -439,6 +401,73 @@ pub(crate) fn create_body(body: &Value, raw: &[u8]) -> Result<SubscriberInput, A
     } else {
         Err(ApiError::validation(p.0))
     }
+}
+
+/// A body's `subscriberId`: a string that keeps the store's id rule (the
+/// empty string stands in for one with a problem noted).
+pub(crate) fn subscriber_id(p: &mut Problems, value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => {
+            p.add(
+                "subscriberId",
+                "subscriberId should not be null or undefined",
+                value,
+            );
+            p.add("subscriberId", "subscriberId must be a string", value);
+            String::new()
+        }
+        Some(value @ Value::String(id)) => {
+            if let Err(problem) = check_subscriber_id(id) {
+                p.broken(Field::SubscriberId, &problem, Some(value));
+            }
+            id.clone()
+        }
+        Some(other) => {
+            p.add("subscriberId", "subscriberId must be a string", Some(other));
+            String::new()
+        }
+    }
+}
+
+/// The optional fields of a subscriber (`null` clears, on a create leaves
+/// unset), the channels aside; `raw_data` is the text `data` was sent as.
+pub(crate) fn subscriber_fields(
+    p: &mut Problems,
+    obj: &Map<String, Value>,
+    input: &mut SubscriberInput,
+    raw_data: Option<&str>,
+) {
+    input.first_name = p.string(obj, "firstName");
+    input.last_name = p.string(obj, "lastName");
+    input.phone = p.string(obj, "phone");
+    input.avatar = p.string(obj, "avatar");
+    input.locale = p.string(obj, "locale");
+    input.timezone = p.string(obj, "timezone");
+    input.email = match obj.get("email") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::String(s)) => Some(Some(s.clone())),
+        Some(other) => {
+            p.add("email", "email must be a string or null", Some(other));
+            None
+        }
+    };
+    input.data = match obj.get("data") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        // Kept as sent (numbers with every digit), from the raw body.
+        Some(value) => match raw_data.map_or_else(|| Data::from_value(value), Data::parse) {
+            Ok(data) => Some(Some(data)),
+            Err(Error::InvalidInput { field, problem }) => {
+                p.broken(field, &problem, Some(value));
+                None
+            }
+            Err(other) => {
+                p.add("data", &other.to_string(), Some(value));
+                None
+            }
+        },
+    };
 }
 
 /// The text of the body's `data` member, as sent.

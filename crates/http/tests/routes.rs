@@ -69,5 +69,5 @@ fn openapi_document_names_every_served_route() {
             "{method} {path} -> {status}"
         );
     }
-    assert_eq!(count, 14);
+    assert_eq!(count, 16);
 }

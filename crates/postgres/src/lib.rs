@@ -32,9 +32,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use subscriber_store::{
-    Backend, BoxFuture, Clock, Command, EventPage, Executed, Gauges, Idempotency, NoObserver,
-    Observer, OnlinePage, OnlineQuery, Precondition, PresenceStats, Result, Subscriber,
-    SystemClock, Tenant, Timestamp,
+    Backend, BoxFuture, Clock, Command, Environment, EventPage, Executed, Gauges, Idempotency,
+    NoObserver, ObjectId, Observer, OnlinePage, OnlineQuery, Precondition, PresenceStats, Result,
+    ServerKey, Subscriber, SystemClock, Tenant, Timestamp,
 };
 
 pub use error::StartError;
@@ -61,6 +61,10 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// Told of what the backend does (for metrics).
     pub observer: Arc<dyn Observer>,
+    /// The server key (SPEC 13), the same on every server of the database:
+    /// API keys are kept sealed under it for the Inbox's HMAC check.
+    /// `None`: keys are kept as digests only and no hash matches.
+    pub server_key: Option<ServerKey>,
 }
 
 impl std::fmt::Debug for Options {
@@ -87,6 +91,7 @@ impl Options {
             housekeeping: true,
             clock: Arc::new(SystemClock),
             observer: Arc::new(NoObserver),
+            server_key: None,
         }
     }
 }
@@ -295,6 +300,31 @@ impl Backend for PgBackend {
 
     fn resolve_key<'a>(&'a self, secret: &'a str) -> BoxFuture<'a, Result<Tenant>> {
         Box::pin(self.resolve(secret))
+    }
+
+    fn environment<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<Environment>> {
+        Box::pin(PgBackend::environment(self, tenant))
+    }
+
+    fn environment_by_identifier<'a>(
+        &'a self,
+        identifier: &'a str,
+    ) -> BoxFuture<'a, Result<Environment>> {
+        Box::pin(PgBackend::environment_by_identifier(self, identifier))
+    }
+
+    fn subscriber_hash_matches<'a>(
+        &'a self,
+        environment: ObjectId,
+        subscriber_id: &'a str,
+        hash: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(PgBackend::subscriber_hash_matches(
+            self,
+            environment,
+            subscriber_id,
+            hash,
+        ))
     }
 
     fn get<'a>(

@@ -34,7 +34,7 @@ impl PgBackend {
             .query_opt(
                 &client
                     .prepare_cached(
-                        "SELECT organization_id, environment_id FROM api_keys WHERE digest = $1",
+                        "SELECT organization_id, environment_id, sealed_secret IS NULL FROM api_keys WHERE digest = $1",
                     )
                     .await
                     .map_err(|e| self.failed(&e))?,
@@ -44,12 +44,34 @@ impl PgBackend {
             .map_err(|e| self.failed(&e))?
             .ok_or(Error::NotFound(Entity::ApiKey))?;
         let tenant = rules::tenant(id(row.get(0))?, id(row.get(1))?);
+        if row.get::<_, bool>(2) {
+            self.seal_late(&client, &digest, secret).await;
+        }
         let mut keys = self.inner.keys.keys.lock();
         if keys.len() > 10_000 {
             keys.clear();
         }
         keys.insert(digest, (tenant, Instant::now()));
         Ok(tenant)
+    }
+
+    /// The lazy upgrade of a key kept only as a digest (made by a server
+    /// without a server key): its secret is at hand, so it is sealed now.
+    /// Best effort: a failure leaves it for the key's next use, and the
+    /// request it came with is still authenticated.
+    async fn seal_late(&self, client: &deadpool_postgres::Object, digest: &[u8; 32], secret: &str) {
+        let Ok(Some(sealed)) = self.seal(secret) else {
+            return;
+        };
+        let updated = client
+            .execute(
+                "UPDATE api_keys SET sealed_secret = $2 WHERE digest = $1 AND sealed_secret IS NULL",
+                &[&digest.as_slice(), &sealed],
+            )
+            .await;
+        if let Err(e) = updated {
+            tracing::warn!(error = %crate::error::describe(&e), "could not seal an API key; it is tried again at its next use");
+        }
     }
 
     pub(crate) async fn read(&self, tenant: &Tenant, subscriber_id: &str) -> Result<Subscriber> {

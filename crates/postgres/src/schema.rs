@@ -11,7 +11,8 @@ use crate::error::{StartError, describe};
 const MIGRATION_LOCK: i64 = 0x7375_6273_6372_6962; // "subscrib"
 
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE organizations (
     id bytea PRIMARY KEY,
     name text NOT NULL,
@@ -94,7 +95,28 @@ CREATE TABLE events (
     appended_at bigint NOT NULL,
     PRIMARY KEY (environment_id, seq)
 );
-"];
+",
+    r"
+-- SPEC 13: each environment's public application identifier. Those made
+-- before get the one the store's rules::legacy_identifier derives from
+-- the id (each of SHA-256's first 12 bytes, its low six bits, as a
+-- character of the URL-safe alphabet), as the sled store does.
+ALTER TABLE environments ADD COLUMN identifier text;
+UPDATE environments AS e SET identifier = (
+    SELECT string_agg(
+        substr('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_',
+               (get_byte(h.hash, i) & 63) + 1, 1), '' ORDER BY i)
+    FROM (SELECT sha256('subscriberd environment identifier v1'::bytea || e.id) AS hash) AS h,
+         generate_series(0, 11) AS i
+);
+ALTER TABLE environments ALTER COLUMN identifier SET NOT NULL;
+CREATE UNIQUE INDEX environments_by_identifier ON environments (identifier);
+-- The key's secret sealed under the server key (never in the clear), for
+-- HMAC verification; NULL for keys made without one until they next
+-- authenticate.
+ALTER TABLE api_keys ADD COLUMN sealed_secret bytea;
+",
+];
 
 /// The schema version this build writes.
 pub const VERSION: i32 = MIGRATIONS.len() as i32;
@@ -127,6 +149,15 @@ pub async fn version(client: &Client) -> Result<i32, StartError> {
 /// # Errors
 /// [`StartError::UnknownSchema`] for a newer database; [`StartError::Query`].
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, StartError> {
+    migrate_to(client, VERSION).await
+}
+
+/// Applies the migrations the database lacks up to `target` (for tests of
+/// a migration on data of the version before it); returns those applied.
+///
+/// # Errors
+/// As [`migrate`].
+pub async fn migrate_to(client: &mut Client, target: i32) -> Result<Vec<i32>, StartError> {
     let tx = client.transaction().await.map_err(query)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -154,7 +185,13 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, StartError> {
         });
     }
     let mut applied = Vec::new();
-    for (at, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    let wanted = usize::try_from(target.clamp(0, VERSION)).unwrap_or(0);
+    for (at, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(wanted)
+        .skip(found as usize)
+    {
         let version = at as i32 + 1;
         tx.batch_execute(sql).await.map_err(query)?;
         tx.execute(

@@ -1,10 +1,12 @@
 //! Organizations, environments and API keys in tables, for `serve`'s
-//! provisioning and the tests: the same rules (names, secrets, digests)
-//! as the sled store's tenancy.
+//! provisioning and the tests, and the Inbox's reads (an environment by
+//! its identifier, the HMAC check against the sealed keys): the same
+//! rules (names, identifiers, secrets, digests, sealing) as the sled
+//! store's tenancy.
 
 use subscriber_store::{
     ApiKeyInfo, Entity, Environment, Error, InputProblem, IssuedKey, ObjectId, Organization,
-    Result, rules,
+    Result, Tenant, rules,
 };
 
 use crate::PgBackend;
@@ -53,6 +55,7 @@ impl PgBackend {
             organization_id: organization,
             name: name.to_owned(),
             created_at: now,
+            identifier: rules::new_identifier()?,
         };
         let client = self.client().await?;
         let org = organization.as_bytes().as_slice();
@@ -65,12 +68,98 @@ impl PgBackend {
         }
         client
             .execute(
-                "INSERT INTO environments (id, organization_id, name, created_at) VALUES ($1, $2, $3, $4)",
-                &[&env.id.as_bytes().as_slice(), &org, &env.name, &millis(now)],
+                "INSERT INTO environments (id, organization_id, name, created_at, identifier) VALUES ($1, $2, $3, $4, $5)",
+                &[&env.id.as_bytes().as_slice(), &org, &env.name, &millis(now), &env.identifier],
             )
             .await
             .map_err(|e| self.failed(&e))?;
         Ok(env)
+    }
+
+    /// The environment a tenant scopes.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Storage`].
+    pub async fn environment(&self, tenant: &Tenant) -> Result<Environment> {
+        let env = tenant.environment_id().as_bytes().to_vec();
+        self.environment_where("id = $1", &env).await
+    }
+
+    /// The environment with this application identifier.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown one; [`Error::Storage`].
+    pub async fn environment_by_identifier(&self, identifier: &str) -> Result<Environment> {
+        if !rules::plausible_identifier(identifier) {
+            return Err(Error::NotFound(Entity::Environment));
+        }
+        self.environment_where("identifier = $1", &identifier).await
+    }
+
+    async fn environment_where(
+        &self,
+        condition: &str,
+        value: &(dyn tokio_postgres::types::ToSql + Sync),
+    ) -> Result<Environment> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT id, organization_id, name, created_at, identifier FROM environments WHERE {condition}"
+            ))
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let row = client
+            .query_opt(&statement, &[value])
+            .await
+            .map_err(|e| self.failed(&e))?
+            .ok_or(Error::NotFound(Entity::Environment))?;
+        Ok(Environment {
+            id: id(row.get(0))?,
+            organization_id: id(row.get(1))?,
+            name: row.get(2),
+            created_at: time_of(row.get(3)),
+            identifier: row.get(4),
+        })
+    }
+
+    /// Whether `hash` is the HMAC-SHA256 of `subscriber_id` keyed with one
+    /// of `environment`'s keys: those sealed under this server's key.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub async fn subscriber_hash_matches(
+        &self,
+        environment: ObjectId,
+        subscriber_id: &str,
+        hash: &[u8],
+    ) -> Result<bool> {
+        let Some(server_key) = &self.inner.options.server_key else {
+            return Ok(false);
+        };
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT digest, sealed_secret FROM api_keys WHERE environment_id = $1 AND sealed_secret IS NOT NULL",
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let rows = client
+            .query(&statement, &[&environment.as_bytes().as_slice()])
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let sealed: Vec<([u8; 32], Vec<u8>)> = rows
+            .iter()
+            .filter_map(|row| {
+                let digest = <[u8; 32]>::try_from(row.get::<_, &[u8]>(0)).ok()?;
+                Some((digest, row.get::<_, Vec<u8>>(1)))
+            })
+            .collect();
+        Ok(rules::subscriber_hash_matches(
+            server_key,
+            &sealed,
+            subscriber_id,
+            hash,
+        ))
     }
 
     /// The environment called `name`, created (with a default organization
@@ -89,7 +178,7 @@ impl PgBackend {
             .map_err(|e| self.failed(&e))?;
         if let Some(row) = tx
             .query_opt(
-                "SELECT id, organization_id, created_at FROM environments WHERE name = $1",
+                "SELECT id, organization_id, created_at, identifier FROM environments WHERE name = $1",
                 &[&name],
             )
             .await
@@ -101,6 +190,7 @@ impl PgBackend {
                     organization_id: id(row.get(1))?,
                     name: name.to_owned(),
                     created_at: time_of(row.get(2)),
+                    identifier: row.get(3),
                 },
                 false,
             ));
@@ -132,14 +222,16 @@ impl PgBackend {
             organization_id: org,
             name: name.to_owned(),
             created_at: now,
+            identifier: rules::new_identifier()?,
         };
         tx.execute(
-            "INSERT INTO environments (id, organization_id, name, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO environments (id, organization_id, name, created_at, identifier) VALUES ($1, $2, $3, $4, $5)",
             &[
                 &env.id.as_bytes().as_slice(),
                 &org.as_bytes().as_slice(),
                 &env.name,
                 &millis(now),
+                &env.identifier,
             ],
         )
         .await
@@ -170,15 +262,20 @@ impl PgBackend {
         Ok(IssuedKey { secret, info })
     }
 
+    /// Keeps the digest of `secret` (and it sealed, with a server key) as
+    /// a key of `env`; a secret already kept is sealed now if it was not.
     async fn store_key(&self, env: &Environment, secret: &str) -> Result<ApiKeyInfo> {
         let now = self.now();
         let info = rules::key_info(env, secret, now)?;
         let digest = rules::key_digest(secret);
+        let sealed = self.seal(secret)?;
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO api_keys (digest, id, organization_id, environment_id, hint, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (digest) DO NOTHING",
+                "INSERT INTO api_keys (digest, id, organization_id, environment_id, hint, created_at, sealed_secret)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (digest) DO UPDATE SET sealed_secret = excluded.sealed_secret
+                 WHERE api_keys.sealed_secret IS NULL AND api_keys.environment_id = excluded.environment_id",
                 &[
                     &digest.as_slice(),
                     &info.id.as_bytes().as_slice(),
@@ -186,6 +283,7 @@ impl PgBackend {
                     &env.id.as_bytes().as_slice(),
                     &info.hint,
                     &millis(now),
+                    &sealed,
                 ],
             )
             .await
@@ -211,6 +309,16 @@ impl PgBackend {
             });
         }
         Ok(stored)
+    }
+
+    /// `secret` sealed under the server key, if this server has one.
+    pub(crate) fn seal(&self, secret: &str) -> Result<Option<Vec<u8>>> {
+        self.inner
+            .options
+            .server_key
+            .as_ref()
+            .map(|key| rules::seal_secret(key, secret))
+            .transpose()
     }
 
     /// How many API keys exist.

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use subscriber_postgres::{Options, PgBackend};
 use subscriber_store::{
-    Backend, Clock, Command, Config, Error, EventCause, Executed, Idempotency, IdempotencyKey,
-    ManualClock, OnlineQuery, Precondition, PresenceEvent, Store, SubscriberInput, Tenant,
-    Timestamp, Version,
+    Backend, Clock, Command, Config, Entity, Environment, Error, EventCause, Executed, Idempotency,
+    IdempotencyKey, ManualClock, ObjectId, OnlineQuery, Precondition, PresenceEvent, ServerKey,
+    Store, SubscriberInput, Tenant, Timestamp, Version,
 };
 use testkit::pg::PgCluster;
 
@@ -710,6 +710,254 @@ fn readers_see_exactly_the_committed_changes_in_order() {
                 "{n}: the workload made {} events",
                 feed.len()
             );
+        }
+    });
+}
+
+/// A backend for the Inbox checks (SPEC 13): a server key, two
+/// environments and a key of the first.
+struct InboxSubject {
+    name: &'static str,
+    backend: Arc<dyn Backend>,
+    env: Environment,
+    other: Environment,
+    secret: String,
+    _cluster: Option<PgCluster>,
+}
+
+fn server_key() -> ServerKey {
+    ServerKey::from_bytes([5; 32])
+}
+
+/// What a customer's backend computes: HMAC-SHA256(key, subscriberId).
+fn subscriber_hash(secret: &str, subscriber_id: &str) -> Vec<u8> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac");
+    mac.update(subscriber_id.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+async fn inbox_subjects() -> Vec<InboxSubject> {
+    let mut subjects = Vec::new();
+    let store = Store::open(Config::temporary().server_key(server_key())).expect("open sled");
+    let org = store.create_organization("Acme").expect("org");
+    let env = store
+        .create_environment(org.id, "Development")
+        .expect("env");
+    let other = store
+        .create_environment(org.id, "Production")
+        .expect("other");
+    let secret = store.issue_key(env.id).expect("key").secret;
+    subjects.push(InboxSubject {
+        name: "sled",
+        backend: Arc::new(store),
+        env,
+        other,
+        secret,
+        _cluster: None,
+    });
+    if let Some(cluster) = PgCluster::start() {
+        let mut options = Options::new(cluster.url());
+        options.pool_size = 4;
+        options.server_key = Some(server_key());
+        let pg = PgBackend::start(options).await.expect("start postgres");
+        let org = pg.create_organization("Acme").await.expect("org");
+        let (env, created) = pg.ensure_environment("Development").await.expect("env");
+        assert!(created);
+        let other = pg
+            .create_environment(org.id, "Production")
+            .await
+            .expect("other");
+        let secret = pg.issue_key(&env).await.expect("key").secret;
+        subjects.push(InboxSubject {
+            name: "postgres",
+            backend: Arc::new(pg),
+            env,
+            other,
+            secret,
+            _cluster: Some(cluster),
+        });
+    }
+    subjects
+}
+
+#[test]
+fn environments_are_found_by_identifier_and_hashes_checked_against_their_keys() {
+    runtime().block_on(async {
+        for s in inbox_subjects().await {
+            let n = s.name;
+            let b = &s.backend;
+            assert_eq!(s.env.identifier.len(), 12, "{n}");
+            assert_ne!(s.env.identifier, s.other.identifier, "{n}");
+            assert_eq!(
+                b.environment(&s.env.tenant()).await.expect("me"),
+                s.env,
+                "{n}"
+            );
+            for env in [&s.env, &s.other] {
+                let found = b
+                    .environment_by_identifier(&env.identifier)
+                    .await
+                    .expect("found");
+                assert_eq!(found, *env, "{n}");
+            }
+            for unknown in ["", "not-an-app-id", "x/y", &"a".repeat(300)] {
+                assert_eq!(
+                    b.environment_by_identifier(unknown).await,
+                    Err(Error::NotFound(Entity::Environment)),
+                    "{n} {unknown:?}"
+                );
+            }
+            let hash = subscriber_hash(&s.secret, "user-1");
+            let matches = |env: ObjectId, id: &'static str, hash: Vec<u8>| {
+                let b = Arc::clone(b);
+                async move {
+                    b.subscriber_hash_matches(env, id, &hash)
+                        .await
+                        .expect("check")
+                }
+            };
+            assert!(matches(s.env.id, "user-1", hash.clone()).await, "{n}");
+            assert!(!matches(s.env.id, "user-2", hash.clone()).await, "{n}");
+            assert!(!matches(s.other.id, "user-1", hash.clone()).await, "{n}");
+            let forged = subscriber_hash("not-a-key-of-this-store", "user-1");
+            assert!(!matches(s.env.id, "user-1", forged).await, "{n}");
+            assert!(
+                !matches(s.env.id, "user-1", hash[..31].to_vec()).await,
+                "{n}"
+            );
+        }
+    });
+}
+
+#[test]
+fn keys_made_without_a_server_key_are_sealed_when_they_next_authenticate() {
+    runtime().block_on(async {
+        // sled: a store without the key, reopened with it.
+        let dir = tempfile::tempdir().expect("dir");
+        let plain = Store::open(Config::new(dir.path())).expect("open");
+        let (env, _) = plain.ensure_environment("Development").expect("env");
+        let secret = plain.issue_key(env.id).expect("key").secret;
+        drop(plain);
+        let keyed: Arc<dyn Backend> = Arc::new(
+            Store::open(Config::new(dir.path()).server_key(server_key())).expect("reopen"),
+        );
+        lazy_upgrade_holds("sled", &keyed, &env, &secret).await;
+        // PostgreSQL: a server without the key, then one with it.
+        let Some(cluster) = PgCluster::start() else {
+            return;
+        };
+        let plain = PgBackend::start(Options::new(cluster.url()))
+            .await
+            .expect("start");
+        let (env, _) = plain.ensure_environment("Development").await.expect("env");
+        let secret = plain.issue_key(&env).await.expect("key").secret;
+        plain.shutdown();
+        let mut options = Options::new(cluster.url());
+        options.server_key = Some(server_key());
+        let keyed: Arc<dyn Backend> = Arc::new(PgBackend::start(options).await.expect("start"));
+        lazy_upgrade_holds("postgres", &keyed, &env, &secret).await;
+        let rows = cluster.sql(
+            "postgres",
+            "SELECT count(*) FROM api_keys WHERE sealed_secret IS NOT NULL",
+        );
+        assert_eq!(rows, "1");
+    });
+}
+
+/// Before the key's first use under a server key, its hashes match
+/// nothing; after it, they do.
+async fn lazy_upgrade_holds(n: &str, b: &Arc<dyn Backend>, env: &Environment, secret: &str) {
+    let hash = subscriber_hash(secret, "user-1");
+    let before = b.subscriber_hash_matches(env.id, "user-1", &hash).await;
+    assert_eq!(before, Ok(false), "{n}: only a digest was kept");
+    let tenant = b.resolve_key(secret).await.expect("authenticates");
+    assert_eq!(tenant, env.tenant(), "{n}");
+    let after = b.subscriber_hash_matches(env.id, "user-1", &hash).await;
+    assert_eq!(after, Ok(true), "{n}: sealed at its use");
+}
+
+/// The migration to schema 2 gives environments of schema 1 the
+/// identifier the sled store derives for its own older environments.
+#[test]
+fn the_migration_gives_older_environments_the_identifier_sled_derives() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let url = cluster.create_database("migration");
+        let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        assert_eq!(
+            subscriber_postgres::schema::migrate_to(&mut client, 1)
+                .await
+                .expect("to 1"),
+            vec![1]
+        );
+        let (org, env) = ([1u8; 12], [2u8; 12]);
+        client
+            .execute(
+                "INSERT INTO organizations (id, name, created_at) VALUES ($1, 'Acme', 0)",
+                &[&org.as_slice()],
+            )
+            .await
+            .expect("org");
+        client
+            .execute(
+                "INSERT INTO environments (id, organization_id, name, created_at) VALUES ($1, $2, 'Development', 0)",
+                &[&env.as_slice(), &org.as_slice()],
+            )
+            .await
+            .expect("env");
+        assert_eq!(
+            subscriber_postgres::schema::migrate(&mut client)
+                .await
+                .expect("to the newest"),
+            vec![2]
+        );
+        let identifier: String = client
+            .query_one("SELECT identifier FROM environments", &[])
+            .await
+            .expect("identifier")
+            .get(0);
+        let id = subscriber_store::rules::id_from_bytes(env);
+        assert_eq!(identifier, subscriber_store::rules::legacy_identifier(id));
+        let backend = PgBackend::start(Options::new(url)).await.expect("start");
+        let found = backend
+            .environment_by_identifier(&identifier)
+            .await
+            .expect("found");
+        assert_eq!(found.id, id);
+    });
+}
+
+/// SPEC 13: a database dump alone reveals no API key.
+#[test]
+fn the_database_alone_holds_no_api_key() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    runtime().block_on(async {
+        let mut options = Options::new(cluster.url());
+        options.server_key = Some(server_key());
+        let pg = PgBackend::start(options).await.expect("start");
+        let (env, _) = pg.ensure_environment("Development").await.expect("env");
+        let issued = pg.issue_key(&env).await.expect("key").secret;
+        let given = "operator-chosen-key-0123456789";
+        pg.add_key(&env, given).await.expect("add");
+        let hash = subscriber_hash(given, "u");
+        assert_eq!(pg.subscriber_hash_matches(env.id, "u", &hash).await, Ok(true));
+        let dump = cluster.sql(
+            "postgres",
+            "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM api_keys UNION ALL SELECT * FROM api_keys) t",
+        );
+        assert!(dump.contains("\\x"), "the rows were read: {dump}");
+        for secret in [issued.as_str(), given] {
+            let as_hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+            assert!(!dump.contains(secret), "a key in the clear");
+            assert!(!dump.contains(&as_hex), "a key's bytes in the clear");
         }
     });
 }

@@ -12,12 +12,13 @@ use crate::clock::Timestamp;
 use crate::command::Command;
 use crate::error::Result;
 use crate::event::{EventPage, OnlinePage, OnlineQuery, PresenceStats};
+use crate::id::ObjectId;
 use crate::idempotency::{Executed, Idempotency};
 use crate::observer::Gauges;
 use crate::precondition::Precondition;
 use crate::store::Store;
 use crate::subscriber::Subscriber;
-use crate::tenancy::Tenant;
+use crate::tenancy::{Environment, Tenant};
 
 /// A boxed future a backend returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -33,6 +34,25 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// The tenant an API key's secret belongs to.
     fn resolve_key<'a>(&'a self, secret: &'a str) -> BoxFuture<'a, Result<Tenant>>;
+
+    /// The environment a tenant scopes.
+    fn environment<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<Environment>>;
+
+    /// The environment with this application identifier (`NotFound` for
+    /// an unknown one).
+    fn environment_by_identifier<'a>(
+        &'a self,
+        identifier: &'a str,
+    ) -> BoxFuture<'a, Result<Environment>>;
+
+    /// Whether `hash` is the HMAC-SHA256 of `subscriber_id` keyed with one
+    /// of `environment`'s API keys (as [`Store::subscriber_hash_matches`]).
+    fn subscriber_hash_matches<'a>(
+        &'a self,
+        environment: ObjectId,
+        subscriber_id: &'a str,
+        hash: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool>>;
 
     /// One subscriber, as of now (a passed lease reads as expired).
     fn get<'a>(
@@ -104,6 +124,36 @@ impl Backend for Store {
 
     fn resolve_key<'a>(&'a self, secret: &'a str) -> BoxFuture<'a, Result<Tenant>> {
         Box::pin(std::future::ready(Store::resolve_key(self, secret)))
+    }
+
+    fn environment<'a>(&'a self, tenant: &'a Tenant) -> BoxFuture<'a, Result<Environment>> {
+        Box::pin(std::future::ready(Store::environment(
+            self,
+            tenant.environment_id(),
+        )))
+    }
+
+    fn environment_by_identifier<'a>(
+        &'a self,
+        identifier: &'a str,
+    ) -> BoxFuture<'a, Result<Environment>> {
+        Box::pin(std::future::ready(Store::environment_by_identifier(
+            self, identifier,
+        )))
+    }
+
+    fn subscriber_hash_matches<'a>(
+        &'a self,
+        environment: ObjectId,
+        subscriber_id: &'a str,
+        hash: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(std::future::ready(Store::subscriber_hash_matches(
+            self,
+            environment,
+            subscriber_id,
+            hash,
+        )))
     }
 
     fn get<'a>(

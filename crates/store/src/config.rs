@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::observer::{NoObserver, Observer};
+use crate::server_key::ServerKey;
 
 /// When a write is acknowledged (SPEC section 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,6 +36,7 @@ pub struct Config {
     pub(crate) presence_feed: bool,
     pub(crate) event_retention: Duration,
     pub(crate) observer: Arc<dyn Observer>,
+    pub(crate) server_key: Option<ServerKey>,
 }
 
 impl Config {
@@ -61,6 +63,7 @@ impl Config {
             presence_feed: true,
             event_retention: Duration::from_secs(24 * 60 * 60),
             observer: Arc::new(NoObserver),
+            server_key: None,
         }
     }
 
@@ -132,6 +135,17 @@ impl Config {
     /// and appended events as they happen (default: nobody), for metrics.
     pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observer = observer;
+        self
+    }
+
+    /// The server key (SPEC 13; default none): with it, every API key the
+    /// store issues or is given, and every older key when it next
+    /// authenticates, is also kept sealed under it, so
+    /// [`Store::subscriber_hash_matches`](crate::Store::subscriber_hash_matches)
+    /// can check an Inbox `subscriberHash`. Keep it apart from the data
+    /// directory: the directory alone then reveals no key.
+    pub fn server_key(mut self, key: ServerKey) -> Self {
+        self.server_key = Some(key);
         self
     }
 

@@ -77,6 +77,9 @@ pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
     if let Some(path) = &config.path {
         check_identity(&db, &trees.meta, path)?;
     }
+    // Environments of format 1 get their identifier (made durable by the
+    // initial sync below).
+    crate::tenancy::upgrade_environments(&trees)?;
     // Before anything is served: finish the writes a crash cut short.
     let journal = crate::journal::recover(&trees)?;
     // Then the feed: drop events whose change a crash cut off, count, and

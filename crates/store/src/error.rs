@@ -161,6 +161,8 @@ pub enum Field {
     After,
     /// The window of the online query, in seconds.
     Within,
+    /// The server key, as text.
+    ServerKey,
 }
 
 impl std::fmt::Display for Field {
@@ -176,6 +178,7 @@ impl std::fmt::Display for Field {
             Field::Limit => f.write_str("page size"),
             Field::After => f.write_str("cursor"),
             Field::Within => f.write_str("window in seconds"),
+            Field::ServerKey => f.write_str("server key"),
         }
     }
 }
@@ -206,6 +209,8 @@ pub enum InputProblem {
     BadSecret,
     /// Already the key of another environment.
     KeyOfAnotherEnvironment,
+    /// Not 64 hexadecimal characters (a server key's text).
+    NotServerKey,
     /// Not a whole number from `min` to `max`.
     NotInRange {
         /// The least it may be.
@@ -245,6 +250,7 @@ impl std::fmt::Display for InputProblem {
             InputProblem::KeyOfAnotherEnvironment => {
                 f.write_str("it already belongs to another environment")
             }
+            InputProblem::NotServerKey => f.write_str("it is not 64 hexadecimal characters"),
             InputProblem::NotInRange { min, max } => {
                 write!(f, "it is not a whole number from {min} to {max}")
             }

@@ -71,9 +71,15 @@ pub(crate) struct Trees {
     pub subscribers: sled::Tree,
     /// organization id -> `Organization`
     pub organizations: sled::Tree,
-    /// environment id -> `Environment`
+    /// environment id -> `Environment` (format 2; format 1, without the
+    /// identifier, is upgraded at open)
     pub environments: sled::Tree,
-    /// SHA-256 of the secret (32 bytes) -> `ApiKeyInfo`
+    /// application identifier (UTF-8) -> environment id (12 bytes),
+    /// written before its environment's record
+    pub environment_identifiers: sled::Tree,
+    /// SHA-256 of the secret (32 bytes) -> `StoredKey` (format 2: the
+    /// `ApiKeyInfo` and the sealed secret, if any; format 1: the bare
+    /// `ApiKeyInfo`)
     pub api_keys: sled::Tree,
     /// environment id (12 bytes) ++ idempotency key (ASCII) -> `IdempotencyRecord`
     pub idempotency: sled::Tree,
@@ -110,6 +116,7 @@ impl Trees {
             subscribers: db.open_tree("subscribers")?,
             organizations: db.open_tree("organizations")?,
             environments: db.open_tree("environments")?,
+            environment_identifiers: db.open_tree("environment_identifiers")?,
             api_keys: db.open_tree("api_keys")?,
             idempotency: db.open_tree("idempotency")?,
             idempotency_expiry: db.open_tree("idempotency_expiry")?,
@@ -131,6 +138,11 @@ pub(crate) fn organization_key(id: ObjectId) -> [u8; 12] {
 /// Key of an environment in `environments`.
 pub(crate) fn environment_key(id: ObjectId) -> [u8; 12] {
     *id.as_bytes()
+}
+
+/// Key of an environment in `environment_identifiers`: its identifier.
+pub(crate) fn identifier_key(identifier: &str) -> &[u8] {
+    identifier.as_bytes()
 }
 
 /// Key of an API key in `api_keys`: the SHA-256 of its secret (the secret
@@ -435,7 +447,7 @@ mod pinned {
     use crate::command::Command;
     use crate::idempotency::{IdempotencyRecord, RecordedOutcome};
     use crate::precondition::{Precondition, Version};
-    use crate::tenancy::{ApiKeyInfo, Environment, Organization};
+    use crate::tenancy::{ApiKeyInfo, Environment, Organization, StoredKey};
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -453,6 +465,7 @@ mod pinned {
             organization_id: ObjectId::from_bytes([1; 12]),
             name: "Dev".into(),
             created_at: Timestamp::from_millis(5),
+            identifier: "Ab-_09xyzXYZ".into(),
         };
         let key = ApiKeyInfo {
             id: ObjectId::from_bytes([3; 12]),
@@ -461,17 +474,62 @@ mod pinned {
             hint: "abcd".into(),
             created_at: Timestamp::from_millis(7),
         };
+        let stored = StoredKey {
+            info: key.clone(),
+            sealed: Some(vec![9, 8]),
+        };
         let got = [
             hex(&encode(&org).expect("org")),
-            hex(&encode(&env).expect("env")),
+            hex(&env.encode().expect("env")),
             hex(&encode(&key).expect("key")),
             hex(&api_key_key("secret")),
+            hex(&stored.encode().expect("stored key")),
         ];
         assert_eq!(got, PINNED_TENANCY);
         assert_eq!(
             decode::<Organization>(&encode(&org).expect("org")).expect("decodes"),
             org
         );
+        assert_eq!(
+            Environment::decode(&env.encode().expect("env")).expect("decodes"),
+            env
+        );
+        assert_eq!(
+            StoredKey::decode(&stored.encode().expect("key")).expect("decodes"),
+            stored
+        );
+    }
+
+    /// Environments and keys of format 1 (before identifiers and sealed
+    /// secrets) are still read: the environment with the identifier
+    /// derived from its id, the key with nothing sealed.
+    #[test]
+    fn tenancy_records_of_format_1_are_still_read() {
+        let env_v1 = unhex(PINNED_TENANCY_V1[0]);
+        let env = Environment::decode(&env_v1).expect("format 1 decodes");
+        assert_eq!(env.name, "Dev");
+        assert_eq!(env.id, ObjectId::from_bytes([2; 12]));
+        assert_eq!(
+            env.identifier,
+            crate::tenancy::legacy_identifier(ObjectId::from_bytes([2; 12]))
+        );
+        // Pinned: the PostgreSQL migration derives the same identifiers.
+        assert_eq!(env.identifier, PINNED_LEGACY_IDENTIFIER);
+        let key_v1 = unhex(PINNED_TENANCY_V1[1]);
+        let stored = StoredKey::decode(&key_v1).expect("format 1 decodes");
+        assert_eq!(stored.info.hint, "abcd");
+        assert_eq!(stored.sealed, None);
+        for bad in [&env_v1[..env_v1.len() - 1], &[7u8, 1][..]] {
+            assert!(Environment::decode(bad).is_err());
+            assert!(StoredKey::decode(bad).is_err());
+        }
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+            .collect()
     }
 
     #[test]
@@ -558,13 +616,21 @@ mod pinned {
         );
     }
 
-    const PINNED_TENANCY: [&str; 4] = [
+    const PINNED_TENANCY: [&str; 5] = [
         "010101010101010101010101010441636d65fb2c01",
-        "010202020202020202020202020101010101010101010101010344657605",
+        "0202020202020202020202020201010101010101010101010103446576050c41622d5f303978797a58595a",
         "01030303030303030303030303010101010101010101010101020202020202020202020202046162636407",
         // SHA-256("secret"): the key an API key is stored under.
         "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b",
+        "0203030303030303030303030301010101010101010101010102020202020202020202020204616263640701020908",
     ];
+    /// What format 1 wrote: the environment and the key above, as the
+    /// first version stored them.
+    const PINNED_TENANCY_V1: [&str; 2] = [
+        "010202020202020202020202020101010101010101010101010344657605",
+        "01030303030303030303030303010101010101010101010101020202020202020202020202046162636407",
+    ];
+    const PINNED_LEGACY_IDENTIFIER: &str = "la9O93PLYE5b";
     const PINNED_IDEMPOTENCY: [&str; 2] = [
         "0309090909090909090909090909090909090909090909090909090909090909090a14022f7002010201020103",
         "950167a9e17ee912765d0eef7887496708da00c8ebf6db6399232353a7df65b0",

@@ -24,6 +24,8 @@
 //! # Map
 //! From the ground up; a module imports only from the lines above its own.
 //! - Ground: `clock` (time, injectable), `id` (ObjectIds), `config`,
+//!   `server_key` ([`ServerKey`]: sealing API keys, the Inbox's HMAC check,
+//!   derived keys),
 //!   `observer` (what an operator's metrics are told, and the gauges),
 //!   `precondition` ([`Version`], [`Precondition`]: the version a write
 //!   expects), `error` (the crate's one [`Error`] and the typed problems it carries).
@@ -66,6 +68,7 @@ mod presence;
 mod presence_change;
 mod presence_index;
 pub mod rules;
+mod server_key;
 mod store;
 mod subscriber;
 mod tenancy;
@@ -86,6 +89,7 @@ pub use layout::MAX_RECORD_BYTES;
 pub use observer::{Gauges, NoObserver, Observer};
 pub use precondition::Precondition;
 pub use presence::{MAX_TTL_SECONDS, check_ttl_seconds};
+pub use server_key::{SERVER_KEY_BYTES, ServerKey};
 pub use store::{Durable, EventNotice, Store};
 pub use subscriber::{
     Channel, ChannelSettings, Credentials, Data, Lease, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS,

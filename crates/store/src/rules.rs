@@ -193,6 +193,47 @@ pub fn key_digest(secret: &str) -> [u8; 32] {
     layout::api_key_key(secret)
 }
 
+/// `secret` (an API key) sealed under the server key, as both backends
+/// keep it beside its digest for HMAC verification.
+///
+/// # Errors
+/// [`Error::Storage`] if the random source fails.
+pub fn seal_secret(server_key: &crate::ServerKey, secret: &str) -> Result<Vec<u8>> {
+    server_key.seal(&key_digest(secret), secret)
+}
+
+/// Whether `hash` is the HMAC-SHA256 of `subscriber_id` keyed with one of
+/// the sealed secrets (each with its key's digest), compared in constant
+/// time; secrets that do not open under `server_key` are skipped.
+pub fn subscriber_hash_matches(
+    server_key: &crate::ServerKey,
+    sealed: &[([u8; 32], Vec<u8>)],
+    subscriber_id: &str,
+    hash: &[u8],
+) -> bool {
+    server_key.hash_matches(sealed, subscriber_id, hash)
+}
+
+/// A new random application identifier (12 URL-safe characters).
+///
+/// # Errors
+/// [`Error::Storage`] if the random source fails.
+pub fn new_identifier() -> Result<String> {
+    crate::tenancy::new_identifier()
+}
+
+/// The identifier an environment made before identifiers gets (derived
+/// from its id; the PostgreSQL migration computes the same in SQL).
+pub fn legacy_identifier(id: ObjectId) -> String {
+    crate::tenancy::legacy_identifier(id)
+}
+
+/// Whether `text` could be an application identifier at all (else it is
+/// unknown without a lookup).
+pub fn plausible_identifier(text: &str) -> bool {
+    crate::tenancy::plausible_identifier(text)
+}
+
 /// Checks an operator's secret (16 to 255 visible ASCII characters).
 ///
 /// # Errors

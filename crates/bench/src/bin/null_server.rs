@@ -14,9 +14,9 @@
 use std::sync::Arc;
 
 use subscriber_store::{
-    Backend, BoxFuture, Command, Config, EventPage, Executed, Gauges, Idempotency, OnlinePage,
-    OnlineQuery, Precondition, PresenceStats, Result, Store, Subscriber, SubscriberInput, Tenant,
-    Timestamp,
+    Backend, BoxFuture, Command, Config, Entity, Environment, Error, EventPage, Executed, Gauges,
+    Idempotency, ObjectId, OnlinePage, OnlineQuery, Precondition, PresenceStats, Result, Store,
+    Subscriber, SubscriberInput, Tenant, Timestamp,
 };
 
 /// subscriberd's allocator, so null -> subscriberd is the store alone.
@@ -45,6 +45,28 @@ impl Backend for NullBackend {
 
     fn resolve_key<'a>(&'a self, _secret: &'a str) -> BoxFuture<'a, Result<Tenant>> {
         Box::pin(std::future::ready(Ok(self.tenant)))
+    }
+
+    // The Inbox routes are not measured here: nothing is known.
+    fn environment<'a>(&'a self, _: &'a Tenant) -> BoxFuture<'a, Result<Environment>> {
+        Box::pin(std::future::ready(Err(Error::NotFound(
+            Entity::Environment,
+        ))))
+    }
+
+    fn environment_by_identifier<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Environment>> {
+        Box::pin(std::future::ready(Err(Error::NotFound(
+            Entity::Environment,
+        ))))
+    }
+
+    fn subscriber_hash_matches<'a>(
+        &'a self,
+        _: ObjectId,
+        _: &'a str,
+        _: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(std::future::ready(Ok(false)))
     }
 
     fn get<'a>(&'a self, _: &'a Tenant, id: &'a str) -> BoxFuture<'a, Result<Subscriber>> {

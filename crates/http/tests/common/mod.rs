@@ -11,9 +11,27 @@
 
 use std::net::SocketAddr;
 
-use subscriber_http::{ServerConfig, serve};
-use subscriber_store::{Config, Durability, Store, Tenant};
+use subscriber_http::{InboxConfig, ServerConfig, TokenKey, serve};
+use subscriber_store::{Config, Durability, ServerKey, Store, Tenant};
 pub use testkit::Reply;
+
+/// The server key every test server is given.
+pub fn server_key() -> ServerKey {
+    ServerKey::from_bytes([7; 32])
+}
+
+/// The Inbox token key of [`server_key`].
+pub fn token_key() -> TokenKey {
+    TokenKey::new(&server_key())
+}
+
+/// The Inbox settings of `subscriberd serve` by default, with the test key.
+pub fn inbox() -> InboxConfig {
+    InboxConfig {
+        token_key: Some(token_key()),
+        ..InboxConfig::default()
+    }
+}
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -23,6 +41,9 @@ pub struct TestServer {
     pub key_b: String,
     pub tenant_a: Tenant,
     pub tenant_b: Tenant,
+    /// The application identifiers of environments A and B.
+    pub identifier_a: String,
+    pub identifier_b: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -34,6 +55,7 @@ impl TestServer {
         let metrics = subscriber_http::Metrics::new().expect("metrics");
         TestServer::with_config(ServerConfig {
             metrics: Some(std::sync::Arc::new(metrics)),
+            inbox: inbox(),
             ..ServerConfig::default()
         })
     }
@@ -81,6 +103,7 @@ impl TestServer {
             };
             let mut options = subscriber_postgres::Options::new(db_url);
             options.pool_size = 8;
+            options.server_key = Some(server_key());
             if let Some(metrics) = &config.metrics {
                 options.observer = std::sync::Arc::clone(metrics)
                     as std::sync::Arc<dyn subscriber_store::Observer>;
@@ -109,6 +132,8 @@ impl TestServer {
             key_b,
             tenant_a: env_a.tenant(),
             tenant_b: env_b.tenant(),
+            identifier_a: env_a.identifier,
+            identifier_b: env_b.identifier,
             shutdown: Some(tx),
             thread: Some(thread),
             _dir: tempfile::tempdir().expect("temp dir"),
@@ -124,7 +149,9 @@ impl TestServer {
     ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(store_config(
-            Config::new(dir.path()).durability(Durability::Relaxed),
+            Config::new(dir.path())
+                .durability(Durability::Relaxed)
+                .server_key(server_key()),
         ))
         .expect("open store");
         let org = store.create_organization("Acme").expect("org");
@@ -140,10 +167,17 @@ impl TestServer {
             key_b,
             tenant_a: env_a.tenant(),
             tenant_b: env_b.tenant(),
+            identifier_a: env_a.identifier,
+            identifier_b: env_b.identifier,
             shutdown: Some(tx),
             thread: Some(thread),
             _dir: dir,
         }
+    }
+
+    /// The sled store's data directory (a placeholder on PostgreSQL).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub fn auth_a(&self) -> String {
@@ -193,7 +227,7 @@ impl TestServer {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -203,7 +237,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Serves `backend` on a new port from a thread of its own until the
 /// sender is used or dropped.
-fn serve_on(
+pub fn serve_on(
     runtime: tokio::runtime::Runtime,
     backend: std::sync::Arc<dyn subscriber_store::Backend>,
     config: ServerConfig,

@@ -552,6 +552,11 @@ impl Store {
         &self.core.writes
     }
 
+    /// The server key the store was opened with, if any.
+    pub(crate) fn server_key(&self) -> Option<&crate::server_key::ServerKey> {
+        self.core.config.server_key.as_ref()
+    }
+
     pub(crate) fn bootstrap_lock(&self) -> MutexGuard<'_, ()> {
         self.core.bootstrap.lock()
     }

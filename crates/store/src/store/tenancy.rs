@@ -5,7 +5,10 @@ use crate::error::{Entity, Error, Field, InputProblem, Result};
 use crate::id::{ObjectId, fill_random, hex};
 use crate::layout;
 use crate::store::{Engine, Store};
-use crate::tenancy::{ApiKeyInfo, Environment, IssuedKey, Organization, Tenant, validate_name};
+use crate::tenancy::{
+    ApiKeyInfo, Environment, IssuedKey, Organization, StoredKey, Tenant, new_identifier,
+    plausible_identifier, validate_name,
+};
 
 impl Store {
     /// Makes the tenancy change just committed in memory durable, whatever
@@ -59,16 +62,62 @@ impl Store {
             return Err(Error::NotFound(Entity::Organization));
         }
         let now = self.now();
+        let id = ObjectId::generate(now)?;
+        // The identifier's index entry first, claimed only if free: an
+        // environment is never there without it.
+        let mut claimed = None;
+        for _ in 0..4 {
+            let identifier = new_identifier()?;
+            let swapped = trees.environment_identifiers.compare_and_swap(
+                layout::identifier_key(&identifier),
+                None as Option<&[u8]>,
+                Some(id.as_bytes()),
+            )?;
+            if swapped.is_ok() {
+                claimed = Some(identifier);
+                break;
+            }
+        }
+        let identifier = claimed
+            .ok_or_else(|| Error::Storage("no free application identifier was drawn".into()))?;
         let env = Environment {
-            id: ObjectId::generate(now)?,
+            id,
             organization_id: organization,
             name: name.to_owned(),
             created_at: now,
+            identifier,
         };
         trees
             .environments
-            .insert(layout::environment_key(env.id), layout::encode(&env)?)?;
+            .insert(layout::environment_key(env.id), env.encode()?)?;
         self.persist_tenancy(&engine)?;
+        Ok(env)
+    }
+
+    /// The environment whose application identifier is `identifier`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] (`Environment`) for an unknown identifier;
+    /// [`Error::Storage`], [`Error::Corrupt`].
+    pub fn environment_by_identifier(&self, identifier: &str) -> Result<Environment> {
+        if !plausible_identifier(identifier) {
+            return Err(Error::NotFound(Entity::Environment));
+        }
+        let engine = self.engine()?;
+        let Some(id) = engine
+            .trees
+            .environment_identifiers
+            .get(layout::identifier_key(identifier))?
+        else {
+            return Err(Error::NotFound(Entity::Environment));
+        };
+        let id = <[u8; 12]>::try_from(id.as_ref())
+            .map_err(|_| Error::Corrupt("an identifier names an id of the wrong length".into()))?;
+        let env = self.environment(ObjectId::from_bytes(id))?;
+        // An entry whose environment creation did not finish is no match.
+        if env.identifier != identifier {
+            return Err(Error::NotFound(Entity::Environment));
+        }
         Ok(env)
     }
 
@@ -82,7 +131,7 @@ impl Store {
             .environments
             .iter()
             .values()
-            .map(|v| layout::decode(&v?))
+            .map(|v| Environment::decode(&v?))
             .collect()
     }
 
@@ -111,7 +160,7 @@ impl Store {
             .environments
             .get(layout::environment_key(id))?
         {
-            Some(bytes) => layout::decode(&bytes),
+            Some(bytes) => Environment::decode(&bytes),
             None => Err(Error::NotFound(Entity::Environment)),
         }
     }
@@ -125,8 +174,10 @@ impl Store {
     }
 
     /// Issues a new API key for an environment. The secret is in the answer
-    /// and nowhere else: the store keeps its SHA-256 digest. The key is on
-    /// disk when this returns, in every durability mode.
+    /// and nowhere else in the clear: the store keeps its SHA-256 digest,
+    /// and with a server key ([`Config::server_key`](crate::Config::server_key))
+    /// the secret sealed under it. The key is on disk when this returns,
+    /// in every durability mode.
     ///
     /// # Errors
     /// [`Error::NotFound`] if the environment does not exist; [`Error::Storage`].
@@ -139,16 +190,55 @@ impl Store {
         Ok(IssuedKey { secret, info })
     }
 
-    /// Keeps the digest of `secret` as a key of `env`, durably.
+    /// Keeps the digest of `secret` (and it sealed, with a server key) as
+    /// a key of `env`, durably.
     fn store_key(&self, env: &Environment, secret: &str) -> Result<ApiKeyInfo> {
         let info = crate::rules::key_info(env, secret, self.now())?;
+        let digest = layout::api_key_key(secret);
+        let stored = StoredKey {
+            info,
+            sealed: self.seal(&digest, secret)?,
+        };
         let engine = self.engine()?;
-        engine
-            .trees
-            .api_keys
-            .insert(layout::api_key_key(secret), layout::encode(&info)?)?;
+        engine.trees.api_keys.insert(digest, stored.encode()?)?;
         self.persist_tenancy(&engine)?;
-        Ok(info)
+        Ok(stored.info)
+    }
+
+    /// `secret` sealed under the server key, if the store has one.
+    fn seal(&self, digest: &[u8; 32], secret: &str) -> Result<Option<Vec<u8>>> {
+        self.server_key()
+            .map(|key| key.seal(digest, secret))
+            .transpose()
+    }
+
+    /// The lazy upgrade of a key kept only as a digest (made before the
+    /// store had a server key): its secret is at hand, so it is sealed now.
+    /// Best effort and not flushed by itself (the next flush round carries
+    /// it; if a crash takes it, the next use seals again). A key revoked
+    /// meanwhile stays revoked: the swap expects the bytes read.
+    fn seal_late(
+        &self,
+        engine: &Engine,
+        digest: [u8; 32],
+        read: &[u8],
+        stored: StoredKey,
+        secret: &str,
+    ) {
+        let upgraded = self
+            .seal(&digest, secret)
+            .and_then(|sealed| StoredKey { sealed, ..stored }.encode());
+        let result = upgraded.and_then(|bytes| {
+            engine
+                .trees
+                .api_keys
+                .compare_and_swap(digest, Some(read), Some(bytes))
+                .map(|_swapped_or_not| ())
+                .map_err(Error::from)
+        });
+        // A storage failure is noted (the engine reopens); the request it
+        // came with is still authenticated.
+        let _ = self.noted(engine, result);
     }
 
     /// Registers a secret chosen by the operator (from a flag or environment
@@ -162,18 +252,20 @@ impl Store {
     pub fn add_key(&self, environment: ObjectId, secret: &str) -> Result<ApiKeyInfo> {
         crate::rules::check_secret(secret)?;
         let env = self.environment(environment)?;
-        if let Some(bytes) = self
-            .engine()?
-            .trees
-            .api_keys
-            .get(layout::api_key_key(secret))?
-        {
-            let info: ApiKeyInfo = layout::decode(&bytes)?;
-            if info.environment_id != env.id {
+        let engine = self.engine()?;
+        let digest = layout::api_key_key(secret);
+        if let Some(bytes) = engine.trees.api_keys.get(digest)? {
+            let stored = StoredKey::decode(&bytes)?;
+            if stored.info.environment_id != env.id {
                 return Err(Error::invalid(
                     Field::ApiKey,
                     InputProblem::KeyOfAnotherEnvironment,
                 ));
+            }
+            let info = stored.info.clone();
+            if stored.sealed.is_none() && self.server_key().is_some() {
+                self.seal_late(&engine, digest, &bytes, stored, secret);
+                self.persist_tenancy(&engine)?;
             }
             return Ok(info);
         }
@@ -191,27 +283,61 @@ impl Store {
             .ok_or(Error::NotFound(Entity::Environment))
     }
 
-    /// The tenant a secret grants access to.
+    /// The tenant a secret grants access to. A key kept only as a digest
+    /// is sealed now if the store has a server key (the lazy upgrade of
+    /// keys made before it had one).
     ///
     /// # Errors
     /// [`Error::NotFound`] (`ApiKey`) for an unknown or revoked key;
     /// [`Error::Storage`], [`Error::Corrupt`].
     pub fn resolve_key(&self, secret: &str) -> Result<Tenant> {
-        match self
-            .engine()?
-            .trees
-            .api_keys
-            .get(layout::api_key_key(secret))?
-        {
+        let engine = self.engine()?;
+        let digest = layout::api_key_key(secret);
+        match engine.trees.api_keys.get(digest)? {
             Some(bytes) => {
-                let info: ApiKeyInfo = layout::decode(&bytes)?;
-                Ok(Tenant {
-                    organization: info.organization_id,
-                    environment: info.environment_id,
-                })
+                let stored = StoredKey::decode(&bytes)?;
+                let tenant = Tenant {
+                    organization: stored.info.organization_id,
+                    environment: stored.info.environment_id,
+                };
+                if stored.sealed.is_none() && self.server_key().is_some() {
+                    self.seal_late(&engine, digest, &bytes, stored, secret);
+                }
+                Ok(tenant)
             }
             None => Err(Error::NotFound(Entity::ApiKey)),
         }
+    }
+
+    /// Whether `hash` is the HMAC-SHA256 of `subscriber_id` keyed with the
+    /// secret of one of `environment`'s keys (the Inbox's
+    /// `subscriberHash`), compared in constant time. Only keys sealed under
+    /// this store's server key count: without one, nothing matches.
+    ///
+    /// # Errors
+    /// [`Error::Storage`], [`Error::Corrupt`].
+    pub fn subscriber_hash_matches(
+        &self,
+        environment: ObjectId,
+        subscriber_id: &str,
+        hash: &[u8],
+    ) -> Result<bool> {
+        let Some(server_key) = self.server_key() else {
+            return Ok(false);
+        };
+        let mut sealed = Vec::new();
+        for entry in self.engine()?.trees.api_keys.iter() {
+            let (digest, bytes) = entry?;
+            let stored = StoredKey::decode(&bytes)?;
+            if let (true, Some(secret), Ok(digest)) = (
+                stored.info.environment_id == environment,
+                stored.sealed,
+                <[u8; 32]>::try_from(digest.as_ref()),
+            ) {
+                sealed.push((digest, secret));
+            }
+        }
+        Ok(server_key.hash_matches(&sealed, subscriber_id, hash))
     }
 
     /// Every key (without secrets), of one environment or of all.
@@ -221,7 +347,7 @@ impl Store {
     pub fn keys(&self, environment: Option<ObjectId>) -> Result<Vec<ApiKeyInfo>> {
         let mut keys = Vec::new();
         for value in self.engine()?.trees.api_keys.iter().values() {
-            let info: ApiKeyInfo = layout::decode(&value?)?;
+            let info = StoredKey::decode(&value?)?.info;
             if environment.is_none_or(|env| env == info.environment_id) {
                 keys.push(info);
             }
@@ -240,7 +366,7 @@ impl Store {
         let api_keys = &engine.trees.api_keys;
         for entry in api_keys.iter() {
             let (digest, value) = entry?;
-            let info: ApiKeyInfo = layout::decode(&value)?;
+            let info = StoredKey::decode(&value)?.info;
             if info.id == id {
                 api_keys.remove(digest)?;
                 self.persist_tenancy(&engine)?;
