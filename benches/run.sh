@@ -280,6 +280,7 @@ feed_http_table() {
 }
 feed_http=$(feed_http_table)
 presence_query=$("$bin/presence" query --small 10000 --large "$query_large" --online 100 --seconds "$secs")
+presence_open=$("$bin/presence" open --subscribers "$query_large" 2>/dev/null)
 # The fan-out needs a descriptor per reader in both processes (the server
 # raises its own limit; --max-connections above readers + writers).
 ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
@@ -878,6 +879,16 @@ Read the ratio column: the online queries should stay flat while the
 subscribers grow; the open's count scan is linear by design.
 
 $presence_query
+
+\`target/release/presence open --subscribers $query_large\`: the open of a
+store whose every subscriber is online with a lease and has an idempotency
+record, in a fresh process: what it costs to rebuild the in-memory orders
+(online indexes, lease deadlines, record expiry, counts) from one scan of
+the documents beside one of the records. Target (issue 26): <= 5 s at
+1,000,000 subscribers. The memory column is the whole process (sled's page
+cache included).
+
+$presence_open
 
 The feed's fan-out: \`target/release/sse_fanout --readers $fan_readers --seconds
 $fan_secs --rate $fan_rate --subscribers $fan_subscribers\` against one durable
