@@ -227,43 +227,88 @@ struct RoundState {
     wakers: Vec<(u64, Waker)>,
 }
 
-/// What the commit thread knows of its gathering (`GroupCommit::gather`).
+/// Rounds in an epoch: the gathering is judged on epochs, never on a
+/// single round (one round's rate says more about the round before it).
+const EPOCH: u32 = 32;
+
+/// Epochs the better choice is kept before both are measured again.
+const KEEP: u32 = 8;
+
+/// A gathered epoch must beat a plain one by this to be chosen.
+const GAIN: f64 = 1.05;
+
+/// What the commit thread knows of its gathering (`GroupCommit::gather`):
+/// epochs of [`EPOCH`] rounds, one without waits and one with, measured
+/// in writes per second of round and wait time; the better (waiting only
+/// if it wins by [`GAIN`]) is kept for [`KEEP`] epochs, then both are
+/// measured again. So when waiting does not pay, it costs one epoch in
+/// ten; a round that covered fewer than two writes never waits.
 #[derive(Debug, Default)]
 struct Gathers {
-    /// Writes per second of the last round that did not wait first.
-    plain_rate: f64,
-    /// The wait before the last round, if it waited.
-    waited: Option<Duration>,
-    /// Rounds to run before waiting again, and how many losses in a row.
-    skip: u32,
-    level: u32,
-    rounds: u64,
+    /// Whether this epoch's rounds wait.
+    waiting: bool,
+    /// This epoch so far: when it began, rounds, writes.
+    started: Option<std::time::Instant>,
+    rounds: u32,
+    writes: u64,
+    /// The last wait asked for.
+    waited: Duration,
+    /// Writes per second of the last epoch without waits, and with.
+    plain: Option<f64>,
+    gathered: Option<f64>,
+    /// Epochs left on the current choice (0: measuring).
+    keep: u32,
 }
 
 impl Gathers {
-    /// The last round covered `batch` writes in `took`: how long to wait
-    /// before the next (`None`: start it now).
-    fn next_wait(&mut self, batch: u64, took: Duration) -> Option<Duration> {
-        let per_second = |time: Duration| batch as f64 / time.as_secs_f64().max(1e-6);
-        match self.waited.take() {
-            Some(waited) if per_second(took + waited) < self.plain_rate => {
-                self.level = (self.level + 1).min(6);
-                self.skip = 1 << self.level;
+    /// The last round covered `batch` writes in `took` and ended at `now`:
+    /// how long to wait before the next (`None`: start it now).
+    fn next_wait(
+        &mut self,
+        batch: u64,
+        took: Duration,
+        now: std::time::Instant,
+    ) -> Option<Duration> {
+        let started = *self.started.get_or_insert(now);
+        self.rounds += 1;
+        self.writes += batch;
+        if self.rounds >= EPOCH {
+            // Wall time: what the writers see, the thread's idle time
+            // between rounds included.
+            self.end_epoch(now.saturating_duration_since(started));
+            self.started = Some(now);
+        }
+        if !self.waiting || batch < 2 {
+            return None;
+        }
+        self.waited = (took / 2).min(MAX_GATHER);
+        Some(self.waited)
+    }
+
+    fn end_epoch(&mut self, took: Duration) {
+        let rate = self.writes as f64 / took.as_secs_f64().max(1e-9);
+        (self.rounds, self.writes) = (0, 0);
+        if self.keep > 0 {
+            self.keep -= 1;
+            if self.keep == 0 {
+                // Measure both again, plain first.
+                (self.plain, self.gathered, self.waiting) = (None, None, false);
             }
-            Some(_) => self.level = 0,
-            None => self.plain_rate = per_second(took),
+            return;
         }
-        self.rounds = self.rounds.wrapping_add(1);
-        if batch < 2 || self.rounds % 16 == 0 {
-            return None;
+        if self.waiting {
+            self.gathered = Some(rate);
+        } else {
+            self.plain = Some(rate);
         }
-        if self.skip > 0 {
-            self.skip -= 1;
-            return None;
+        match (self.plain, self.gathered) {
+            (Some(plain), Some(gathered)) => {
+                self.waiting = gathered > plain * GAIN;
+                self.keep = KEEP;
+            }
+            (Some(_), None) => self.waiting = true,
+            _ => self.waiting = false,
         }
-        let wait = (took / 2).min(MAX_GATHER);
-        self.waited = Some(wait);
-        Some(wait)
     }
 }
 
@@ -343,21 +388,17 @@ impl GroupCommit {
     /// half the last round's time (at most [`MAX_GATHER`]) so that the
     /// round covers more writes and rounds come less often (each wakes
     /// sled's IO threads, its `flush` handing them the log write, and the
-    /// commit thread twice). It keeps doing so only while it pays: a
-    /// gathered round's writes per second (its wait included) are compared
-    /// with those of the last round that did not wait, and a loss stops
-    /// the gathering for 2, 4, ... 64 rounds; every 16th round does not
-    /// wait, to measure again. So a lone writer never waits, and a fixed
-    /// few writers that all wait in every round lose about 1/128 of a
-    /// round's time per round. Returns whether the round is still to run
-    /// (not if a blocking waiter started one meanwhile, or the engine
-    /// stops).
+    /// commit thread twice), while that pays in writes per second
+    /// ([`Gathers`] judges it on epochs of rounds). A lone writer never
+    /// waits. Returns whether the round is still to run (not if a blocking
+    /// waiter started one meanwhile, or the engine stops).
     fn gather(&self, state: &mut parking_lot::MutexGuard<'_, RoundState>) -> bool {
         let (batch, took) = state.last_round;
-        let Some(wait) = state.gathers.next_wait(batch, took) else {
+        let now = std::time::Instant::now();
+        let Some(wait) = state.gathers.next_wait(batch, took, now) else {
             return true;
         };
-        let deadline = std::time::Instant::now() + wait;
+        let deadline = now + wait;
         state.gathering = true;
         while !state.stop && !state.flushing {
             if self.work.wait_until(state, deadline).timed_out() {
@@ -750,45 +791,69 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// Runs one epoch of rounds back to back, each covering `batch`
+    /// writes in `took` (plus the wait asked for before it); returns how
+    /// many of them waited first.
+    fn epoch(gathers: &mut Gathers, batch: u64, took: Duration) -> u32 {
+        thread_local!(static CLOCK: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) });
+        let mut now = CLOCK.get().unwrap_or_else(std::time::Instant::now);
+        let mut wait = Duration::ZERO;
+        let mut waited = 0;
+        for _ in 0..EPOCH {
+            now += wait + took;
+            wait = gathers.next_wait(batch, took, now).unwrap_or_default();
+            waited += u32::from(!wait.is_zero());
+        }
+        CLOCK.set(Some(now + wait));
+        waited
+    }
+
     #[test]
     fn a_lone_writer_never_waits_for_a_round() {
         let mut gathers = Gathers::default();
-        for _ in 0..100 {
-            assert_eq!(gathers.next_wait(1, MS), None);
-            assert_eq!(gathers.next_wait(0, MS), None);
+        for _ in 0..4 * KEEP {
+            assert_eq!(epoch(&mut gathers, 1, MS), 0);
+            assert_eq!(epoch(&mut gathers, 0, MS), 0);
         }
     }
 
     #[test]
     fn concurrent_writers_wait_half_a_round_while_it_pays() {
         let mut gathers = Gathers::default();
-        // A plain round: 10 writes in 1 ms.
-        assert_eq!(gathers.next_wait(10, MS), Some(MS / 2));
-        // Waiting pays: 20 writes in 1 + 0.5 ms beat 10 in 1 ms.
-        for round in 2..16 {
-            assert_eq!(gathers.next_wait(20, MS), Some(MS / 2), "round {round}");
-        }
-        // Every 16th round does not wait, to measure the plain rate again.
-        assert_eq!(gathers.next_wait(20, MS), None);
+        // A plain epoch: 10 writes a round in 1 ms. Its last round ends it
+        // and the next epoch waits, half a round each time.
+        assert_eq!(epoch(&mut gathers, 10, MS), 1);
+        assert_eq!(gathers.waited, MS / 2);
+        // Waiting pays: 20 writes in 1 + 0.5 ms beat 10 in 1 ms. Each call
+        // below ends an epoch with its last round: the waiting one that
+        // measured it, the KEEP - 1 that keep it; the KEEP-th ends the
+        // choice (its last round does not wait), then a plain epoch is
+        // measured again.
+        let waited: Vec<u32> = (0..KEEP + 2).map(|_| epoch(&mut gathers, 20, MS)).collect();
+        let mut expected = vec![EPOCH; KEEP as usize];
+        expected.extend([EPOCH - 1, 1]);
+        assert_eq!(waited, expected);
         // Never longer than MAX_GATHER, whatever a round takes.
-        assert_eq!(Gathers::default().next_wait(40, 10 * MS), Some(MAX_GATHER));
+        assert_eq!(
+            gathers.next_wait(40, 10 * MS, std::time::Instant::now()),
+            Some(MAX_GATHER)
+        );
     }
 
     #[test]
-    fn a_wait_that_does_not_pay_backs_off_twice_as_long_each_time() {
+    fn a_wait_that_does_not_pay_is_tried_one_epoch_in_ten() {
         let mut gathers = Gathers::default();
-        assert_eq!(gathers.next_wait(8, MS), Some(MS / 2));
-        // The same 8 writers after the wait, in 1 ms: 8 in 1.5 ms is a
-        // loss, so plain rounds (each measures its own rate) until the
-        // next try, twice as many after each loss.
-        let mut plain_rounds = Vec::new();
-        for _ in 0..2 {
-            let mut plain = 0;
-            while gathers.next_wait(8, MS).is_none() {
-                plain += 1;
-            }
-            plain_rounds.push(plain);
-        }
-        assert_eq!(plain_rounds, [2, 4]);
+        // The same 8 writes a round, with or without the wait: the wait
+        // loses (8 in 1.5 ms against 8 in 1 ms).
+        let waited: Vec<u32> = (0..3 * (KEEP + 2))
+            .map(|_| epoch(&mut gathers, 8, MS))
+            .collect();
+        let epochs_waiting = waited.iter().filter(|&&n| n > 1).count();
+        assert_eq!(epochs_waiting, 3, "{waited:?}");
+        // A gain below GAIN does not count as paying either.
+        let mut gathers = Gathers::default();
+        epoch(&mut gathers, 100, MS);
+        epoch(&mut gathers, 151, MS);
+        assert_eq!(epoch(&mut gathers, 151, MS), 0);
     }
 }
