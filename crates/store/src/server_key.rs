@@ -154,9 +154,17 @@ impl ServerKey {
     }
 }
 
-/// HMAC-SHA256 keyed with `key` (any length is a valid HMAC key).
+/// HMAC-SHA256 keyed with `key`, of any length. The key is brought to
+/// SHA-256's 64-byte block as RFC 2104 says (hashed when longer, padded
+/// with zeros), so no length can fail.
 fn hmac_of(key: &[u8]) -> Hmac<Sha256> {
-    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length")
+    let mut block = [0u8; 64];
+    if key.len() > block.len() {
+        block[..32].copy_from_slice(&<Sha256 as sha2::Digest>::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    <Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into())
 }
 
 fn hex_value(c: u8) -> Option<u8> {
@@ -180,6 +188,35 @@ mod tests {
         let mut mac = hmac_of(secret.as_bytes());
         mac.update(message.as_bytes());
         mac.finalize().into_bytes().to_vec()
+    }
+
+    #[test]
+    fn hmac_of_any_key_length_is_rfc_2104_hmac_sha256() {
+        // RFC 4231, test case 1, and test case 6 (a 131-byte key, hashed).
+        let mut mac = hmac_of(&[0x0b; 20]);
+        mac.update(b"Hi There");
+        assert_eq!(
+            hex(&mac.finalize().into_bytes()),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        let mut mac = hmac_of(&[0xaa; 131]);
+        mac.update(b"Test Using Larger Than Block-Size Key - Hash Key First");
+        assert_eq!(
+            hex(&mac.finalize().into_bytes()),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        for len in [0, 1, 32, 63, 64, 65, 200] {
+            let key: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut ours = hmac_of(&key);
+            let mut theirs = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any length");
+            ours.update(b"subscriber-1");
+            theirs.update(b"subscriber-1");
+            assert_eq!(
+                ours.finalize().into_bytes(),
+                theirs.finalize().into_bytes(),
+                "{len}"
+            );
+        }
     }
 
     #[test]
