@@ -29,6 +29,11 @@ enum Handshake {
 /// Opens a socket the way socket.io-client does with
 /// `transports: ["websocket"]` and `query: {token}`.
 async fn open(addr: SocketAddr, token: Option<&str>) -> Handshake {
+    open_with(addr, token, None).await
+}
+
+/// As [`open`], with `auth: {token: auth}` in the connect packet too.
+async fn open_with(addr: SocketAddr, token: Option<&str>, auth: Option<&str>) -> Handshake {
     let mut url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
     if let Some(token) = token {
         url.push_str("&token=");
@@ -40,7 +45,11 @@ async fn open(addr: SocketAddr, token: Option<&str>) -> Handshake {
     let open = next_text(&mut ws).await;
     assert!(open.starts_with("0{"), "an Engine.IO open packet: {open}");
     assert!(open.contains("\"sid\""), "{open}");
-    ws.send(Message::text("40")).await.expect("send connect");
+    let connect = match auth {
+        Some(token) => format!("40{}", serde_json::json!({ "token": token })),
+        None => "40".to_owned(),
+    };
+    ws.send(Message::text(connect)).await.expect("send connect");
     loop {
         let packet = next_text(&mut ws).await;
         if packet == "2" {
@@ -272,6 +281,19 @@ fn handshakes_with_missing_forged_expired_or_foreign_tokens_are_refused_and_chan
     });
     eventually("the gauge at 0", || {
         metric(&server, "subscriberd_socket_connections_open") == 0.0
+    });
+    // The token in the connect packet's `auth` (other socket.io clients
+    // put it there) is read first.
+    match runtime.block_on(open_with(server.addr, Some("not-a-token"), Some(&good))) {
+        Handshake::Connected(ws) => drop(ws),
+        Handshake::Refused(message) => panic!("auth.token refused: {message}"),
+    }
+    match runtime.block_on(open_with(server.addr, Some(&good), Some(&forged))) {
+        Handshake::Refused(got) => assert_eq!(got, "Invalid token"),
+        Handshake::Connected(_) => panic!("a forged auth.token was accepted"),
+    }
+    eventually("ada offline again", || {
+        document(&server, "ada")["isOnline"] == false
     });
     // A deleted subscriber's token no longer connects.
     assert_eq!(

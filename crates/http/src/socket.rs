@@ -1,6 +1,7 @@
 //! The Inbox's socket (SPEC 13): socket.io (Engine.IO 4, socket.io
 //! protocol 5, WebSocket transport) at `/socket.io/`, as `@novu/js`
-//! connects it (`io(socketUrl, {transports: ["websocket"], query: {token}})`).
+//! connects it (`io(socketUrl, {transports: ["websocket"], query: {token}})`;
+//! a token in the connect packet's `auth` is read first, as Novu does).
 //! The handshake checks the session token and opens the subscriber's
 //! connection in the store (`Backend::connect`): its presence rules are
 //! the store's. A refusal is a socket.io `CONNECT_ERROR` (the client's
@@ -19,7 +20,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use socketioxide::extract::SocketRef;
+use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::{SocketIo, TransportType};
 use subscriber_store::{Backend, BoxFuture, ConnectionGuard, Error, Tenant};
@@ -136,9 +137,9 @@ impl Endpoint {
             token_key,
             metrics,
         };
-        let check = move |socket: SocketRef| {
+        let check = move |socket: SocketRef, TryData(auth): TryData<Auth>| {
             let handshake = handshake.clone();
-            async move { handshake.run(&socket).await }
+            async move { handshake.run(&socket, auth.ok()).await }
         };
         io.ns("/", connected.with(check));
         let call = move |request: Request<Incoming>| -> BoxFuture<'static, Response<SocketBody>> {
@@ -187,9 +188,17 @@ fn connected(socket: SocketRef) {
     });
 }
 
+/// The socket.io connect packet's payload (`io(url, {auth: {token}})`),
+/// where socket.io clients other than `@novu/js` put the token (Novu's
+/// socket service reads it there first, then the query).
+#[derive(Debug, serde::Deserialize)]
+struct Auth {
+    token: Option<String>,
+}
+
 impl Handshake {
-    async fn run(&self, socket: &SocketRef) -> Result<(), Refused> {
-        let outcome = self.open(socket).await;
+    async fn run(&self, socket: &SocketRef, auth: Option<Auth>) -> Result<(), Refused> {
+        let outcome = self.open(socket, auth).await;
         if let (Err(Refused(refusal)), Some(metrics)) = (&outcome, &self.metrics) {
             metrics.socket_refused(*refusal);
         }
@@ -200,17 +209,18 @@ impl Handshake {
         outcome
     }
 
-    async fn open(&self, socket: &SocketRef) -> Result<(), Refused> {
+    async fn open(&self, socket: &SocketRef, auth: Option<Auth>) -> Result<(), Refused> {
         let parts = socket.req_parts();
-        let token = parts
-            .uri
-            .query()
-            .and_then(token_of)
+        let token = auth
+            .and_then(|auth| auth.token)
+            .filter(|token| !token.is_empty())
+            .or_else(|| parts.uri.query().and_then(token_of))
             .ok_or(Refused(Refusal::MissingToken))?;
+        // Without a server key no token is ours (sessions are off too).
         let key = self
             .token_key
             .as_ref()
-            .ok_or(Refused(Refusal::Unsupported))?;
+            .ok_or(Refused(Refusal::InvalidToken))?;
         let session = key.verify(&token, self.store.now()).map_err(|e| match e {
             TokenError::Expired { .. } => Refused(Refusal::ExpiredToken),
             TokenError::Forged => Refused(Refusal::ForgedToken),
