@@ -164,7 +164,7 @@ impl Store {
 
     /// Writes what is due for the entry at `key` (its shard locked) at
     /// `now`: the offline write once the grace has passed (the entry
-    /// goes), or the lease's renewal. Returns whether it wrote.
+    /// goes), or the lease's renewal. Returns whether it submitted one.
     fn write_due(&self, shard: &mut Shard, key: &[u8], now: Now) -> Result<bool> {
         let table = &self.core.connections;
         let Some(entry) = shard.get_mut(key) else {
@@ -200,7 +200,8 @@ impl Store {
     /// length old is renewed (unless an explicit presence write has
     /// overruled it since), and each subscriber whose last connection
     /// closed longer than the grace ago goes offline. Returns how many
-    /// writes it made. The store's thread does this by itself at least
+    /// connection writes it submitted (a renewal that an explicit presence
+    /// write has overruled is one, and stores nothing). The store's thread does this by itself at least
     /// every second; tests with a manual clock call it.
     ///
     /// # Errors
