@@ -77,7 +77,7 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.slot.end();
+        self.slot.close();
     }
 }
 

@@ -38,27 +38,53 @@ pub(crate) fn is_socket_path(path: &str) -> bool {
 
 /// The store connection of the socket on one TCP connection, if any.
 /// Cloned into every request of that connection; the server's connection
-/// (or, after a WebSocket upgrade, its upgraded stream) ends it on drop.
+/// (or, after a WebSocket upgrade, its upgraded stream) closes it on drop.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SocketSlot(Arc<Mutex<Option<Open>>>);
+pub(crate) struct SocketSlot(Arc<Mutex<Slot>>);
+
+#[derive(Debug, Default)]
+struct Slot {
+    open: Option<Open>,
+    /// The TCP connection is gone: a handshake that finishes after it
+    /// holds nothing.
+    gone: bool,
+}
 
 impl SocketSlot {
-    /// Ends the connection held here, if any (its drop is the close).
+    fn with<T>(&self, f: impl FnOnce(&mut Slot) -> T) -> T {
+        match self.0.lock() {
+            Ok(mut slot) => f(&mut slot),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// Ends the connection held here, if any (its drop is the close): the
+    /// socket.io client disconnected.
     pub(crate) fn end(&self) {
-        let held = match self.0.lock() {
-            Ok(mut slot) => slot.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let held = self.with(|slot| slot.open.take());
+        drop(held);
+    }
+
+    /// The TCP connection is gone: ends the connection held here, and any
+    /// handshake still running on it.
+    pub(crate) fn close(&self) {
+        let held = self.with(|slot| {
+            slot.gone = true;
+            slot.open.take()
+        });
         drop(held);
     }
 
     fn hold(&self, open: Open) {
-        let previous = match self.0.lock() {
-            Ok(mut slot) => slot.replace(open),
-            Err(poisoned) => poisoned.into_inner().replace(open),
-        };
-        // A second handshake on one WebSocket replaces the first.
-        drop(previous);
+        let dropped = self.with(|slot| {
+            if slot.gone {
+                Some(open)
+            } else {
+                // A second handshake on one WebSocket replaces the first.
+                slot.open.replace(open)
+            }
+        });
+        drop(dropped);
     }
 }
 
@@ -292,6 +318,48 @@ fn token_of(query: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A store connection that counts its closes.
+    #[derive(Debug)]
+    struct Counted(Arc<AtomicUsize>);
+
+    impl ConnectionGuard for Counted {}
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn open(closes: &Arc<AtomicUsize>) -> Open {
+        Open {
+            _guard: Box::new(Counted(Arc::clone(closes))),
+            metrics: None,
+        }
+    }
+
+    #[test]
+    fn a_slot_closes_its_connection_once_and_none_after_its_tcp_connection_went() {
+        let closes = Arc::new(AtomicUsize::new(0));
+        let slot = SocketSlot::default();
+        slot.hold(open(&closes));
+        assert_eq!(closes.load(Ordering::SeqCst), 0);
+        // A second handshake on the WebSocket replaces the first.
+        slot.hold(open(&closes));
+        assert_eq!(closes.load(Ordering::SeqCst), 1);
+        // The client's disconnect, then the TCP connection going.
+        slot.end();
+        assert_eq!(closes.load(Ordering::SeqCst), 2);
+        slot.close();
+        assert_eq!(closes.load(Ordering::SeqCst), 2);
+        // A handshake that finishes after the TCP connection went holds
+        // nothing: its connection closes at once.
+        slot.hold(open(&closes));
+        assert_eq!(closes.load(Ordering::SeqCst), 3);
+        drop(slot);
+        assert_eq!(closes.load(Ordering::SeqCst), 3);
+    }
 
     #[test]
     fn the_token_is_read_from_the_query() {
