@@ -240,6 +240,30 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(60..=2_592_000)
     )]
     pub inbox_token_ttl_secs: u64,
+
+    /// The lease of an Inbox socket's presence, in seconds (1 to 86400):
+    /// the server renews it every third of that while the subscriber has a
+    /// socket open, so if the server dies, its subscribers go offline by
+    /// themselves this long after the last renewal. sled backend only (the
+    /// postgres backend refuses sockets).
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_CONNECTION_LEASE_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u32).range(1..=86_400)
+    )]
+    pub connection_lease_secs: u32,
+
+    /// How long after a subscriber's last Inbox socket closes it goes
+    /// offline, in seconds (0 to 86400, default 0: at once). A socket that
+    /// opens within it (a page reload) changes nothing.
+    #[arg(
+        long,
+        env = "SUBSCRIBERD_DISCONNECT_GRACE_SECS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u64).range(0..=86_400)
+    )]
+    pub disconnect_grace_secs: u64,
 }
 
 /// The server key (never stored with the data): it seals the API keys

@@ -58,7 +58,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .idempotency_ttl(Duration::from_secs(args.idempotency_ttl_secs))
         .presence_ttl_secs(args.presence_ttl_secs)
         .presence_feed(args.presence_feed == Switch::On)
-        .event_retention(Duration::from_secs(args.event_retention_secs));
+        .event_retention(Duration::from_secs(args.event_retention_secs))
+        .connection_lease_secs(args.connection_lease_secs)
+        .disconnect_grace(Duration::from_secs(args.disconnect_grace_secs));
     if let Some(metrics) = &metrics {
         store_config = store_config.observer(Arc::clone(metrics) as Arc<dyn Observer>);
     }
@@ -166,6 +168,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             environment = %env.name,
             application_identifier = %env.identifier,
             inbox_hmac = ?args.inbox_hmac,
+            connection_lease_secs = args.connection_lease_secs,
+            disconnect_grace_secs = args.disconnect_grace_secs,
             "listening on http://{addr}"
         );
         let served = subscriber_http::serve(listener, Arc::clone(&backend), config, shutdown).await;

@@ -1,5 +1,5 @@
 //! Novu's official Node SDK (@novu/api) and browser SDK (@novu/js, the
-//! Inbox's session), pinned in tests/sdk/package-lock.json, against the real
+//! Inbox's session and socket), pinned in tests/sdk/package-lock.json, against the real
 //! binary. Fails, never skips, when Node or the packages are missing:
 //! `scripts/test` installs them with `npm ci`.
 
@@ -44,6 +44,11 @@ fn official_browser_sdk_opens_inbox_sessions_on_postgres() {
         4,
     );
     drop(pg);
+}
+
+#[test]
+fn official_browser_sdk_connects_inbox_sockets() {
+    node_tests_pass("inbox-socket.test.mjs", "@novu/js", &[], 2);
 }
 
 /// Runs tests/sdk against `subscriberd serve ... --presence-ttl-secs 3600 BACKEND...`.

@@ -7,8 +7,7 @@
 //
 // The socket is left alone: @novu/js connects it only when a socket event
 // (notifications.notification_received, ...) is listened to, and no test
-// here listens to one. subscriberd's socket.io endpoint is a later step; a
-// test of it belongs with it.
+// here listens to one; inbox-socket.test.mjs does.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";

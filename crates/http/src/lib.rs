@@ -28,6 +28,7 @@ pub mod metrics;
 mod openapi;
 mod router;
 mod server;
+mod socket;
 mod stream;
 pub mod token;
 mod wire;

@@ -25,6 +25,8 @@ pub struct Metrics {
     inbox_sessions: IntCounterVec,
     connections_open: IntGauge,
     connections_refused: IntCounter,
+    sockets_open: IntGauge,
+    sockets_refused: IntCounterVec,
     event_stream_readers: IntGauge,
     flush_rounds: IntCounter,
     flush_seconds: Histogram,
@@ -101,6 +103,17 @@ impl Metrics {
                 r,
                 "subscriberd_connections_refused_total",
                 "Connections answered 503 because the connection limit was reached.",
+            )?,
+            sockets_open: gauge(
+                r,
+                "subscriberd_socket_connections_open",
+                "Inbox socket.io connections open (each counted in the store's connection presence).",
+            )?,
+            sockets_refused: counter_vec(
+                r,
+                "subscriberd_socket_handshakes_refused_total",
+                "Inbox socket.io handshakes refused, by reason: missing_token, invalid_token (not one of ours), forged_token, expired_token, other_environment (no such environment here), unknown_subscriber, unsupported (a backend without connection presence), failed (an internal error).",
+                &["reason"],
             )?,
             event_stream_readers: gauge(
                 r,
@@ -187,7 +200,28 @@ impl Metrics {
         for outcome in SessionOutcome::ALL {
             metrics.inbox_sessions.with_label_values(&[outcome.label()]);
         }
+        for refusal in Refusal::ALL {
+            metrics
+                .sockets_refused
+                .with_label_values(&[refusal.label()]);
+        }
         Ok(metrics)
+    }
+
+    /// An Inbox socket connected (`true`) or closed (`false`).
+    pub(crate) fn socket(&self, opened: bool) {
+        if opened {
+            self.sockets_open.inc();
+        } else {
+            self.sockets_open.dec();
+        }
+    }
+
+    /// Counts a refused socket handshake by its reason.
+    pub(crate) fn socket_refused(&self, refusal: Refusal) {
+        self.sockets_refused
+            .with_label_values(&[refusal.label()])
+            .inc();
     }
 
     /// Counts an Inbox session request by its outcome.
@@ -329,6 +363,46 @@ impl SessionOutcome {
             SessionOutcome::BadHash => "bad_hash",
             SessionOutcome::Invalid => "invalid",
             SessionOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Why a socket handshake was refused: the label values of
+/// `subscriberd_socket_handshakes_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    MissingToken,
+    InvalidToken,
+    ForgedToken,
+    ExpiredToken,
+    OtherEnvironment,
+    UnknownSubscriber,
+    Unsupported,
+    Failed,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 8] = [
+        Refusal::MissingToken,
+        Refusal::InvalidToken,
+        Refusal::ForgedToken,
+        Refusal::ExpiredToken,
+        Refusal::OtherEnvironment,
+        Refusal::UnknownSubscriber,
+        Refusal::Unsupported,
+        Refusal::Failed,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refusal::MissingToken => "missing_token",
+            Refusal::InvalidToken => "invalid_token",
+            Refusal::ForgedToken => "forged_token",
+            Refusal::ExpiredToken => "expired_token",
+            Refusal::OtherEnvironment => "other_environment",
+            Refusal::UnknownSubscriber => "unknown_subscriber",
+            Refusal::Unsupported => "unsupported",
+            Refusal::Failed => "failed",
         }
     }
 }

@@ -445,7 +445,7 @@ fn schemas() -> Value {
                 "lastOnlineAt": {"type": "string", "format": "date-time", "nullable": true},
                 "__v": {"type": "integer", "minimum": 0, "description": "The document's version after the change (the last version, for a delete)"},
                 "at": {"type": "string", "format": "date-time"},
-                "cause": {"type": "string", "enum": ["write", "expired", "deleted"]}
+                "cause": {"type": "string", "enum": ["write", "expired", "deleted", "connected", "disconnected"]}
             }
         },
         "PresenceEventPageDto": {

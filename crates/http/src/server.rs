@@ -9,15 +9,123 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use subscriber_store::Backend;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use http_body_util::Either;
+
 use crate::error::ApiError;
 use crate::handlers::{self, Context};
 use crate::metrics::Metrics;
+use crate::socket::{Endpoint, SocketSlot};
+
+/// Every answer's body: the API's (a whole JSON body or an event stream)
+/// or the socket endpoint's. An enum of its own rather than a nested
+/// `Either`, whose error conversion the compiler cannot prove for every
+/// lifetime inside the connection's task.
+enum Answer {
+    Api(Either<http_body_util::Full<bytes::Bytes>, crate::stream::EventStream>),
+    Socket(crate::socket::SocketBody),
+}
+
+impl hyper::body::Body for Answer {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Answer::Api(body) => std::pin::Pin::new(body).poll_frame(cx),
+            Answer::Socket(body) => std::pin::Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Answer::Api(body) => body.is_end_stream(),
+            Answer::Socket(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Answer::Api(body) => body.size_hint(),
+            Answer::Socket(body) => body.size_hint(),
+        }
+    }
+}
+
+/// The metrics' and log lines' route of every request to the socket endpoint.
+const SOCKET_ROUTE: &str = crate::socket::PATH;
+
+/// A connection's stream with what lives as long as it: its permit under
+/// the connection limit, and the store connection of a socket opened on
+/// it. After a WebSocket upgrade the socket's task owns it, so both last
+/// until the WebSocket's TCP connection is gone.
+#[derive(Debug)]
+struct Held {
+    stream: tokio::net::TcpStream,
+    slot: SocketSlot,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.slot.close();
+    }
+}
+
+impl tokio::io::AsyncRead for Held {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Held {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
 
 /// Limits and timeouts of the server.
 #[derive(Debug, Clone)]
@@ -216,10 +324,19 @@ pub async fn serve(
         draining: std::sync::atomic::AtomicBool::new(false),
     });
     let metrics = state.config.metrics.clone();
+    let sockets = Arc::new(Endpoint::new(
+        Arc::clone(&state.store),
+        state.config.inbox.token_key.clone(),
+        metrics.clone(),
+    ));
     // After the signal: `/ready` says 503 while connections are still
     // taken, for `drain_delay`; then the drain.
     let mut drain_after: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    let graceful = GracefulShutdown::new();
+    // The drain: every connection task holds a receiver and shuts its
+    // connection down gracefully when this sends; the drain is over when
+    // every receiver is gone. (hyper-util's `GracefulShutdown` does this
+    // for connections without upgrades, not for ours.)
+    let (drain, draining) = watch::channel(());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(state.config.header_read_timeout)
@@ -268,18 +385,48 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
-        let service = service_fn(move |request| {
+        let sockets = Arc::clone(&sockets);
+        // A socket opened on this connection ends with it (socket.rs).
+        let slot = SocketSlot::default();
+        let stream = Held {
+            stream,
+            slot: slot.clone(),
+            _permit: permit,
+        };
+        let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             let state = Arc::clone(&state);
+            let sockets = Arc::clone(&sockets);
+            let slot = slot.clone();
             async move {
                 let started = Instant::now();
                 let method = request.method().clone();
                 let path = request.uri().path().to_owned();
+                let metrics = state.config.metrics.clone();
+                if crate::socket::is_socket_path(&path) {
+                    request.extensions_mut().insert(slot);
+                    let reply = sockets.answer(request).await.map(Answer::Socket);
+                    if let Some(metrics) = &metrics {
+                        metrics.request(
+                            SOCKET_ROUTE,
+                            &method,
+                            reply.status().as_u16(),
+                            started.elapsed(),
+                        );
+                    }
+                    tracing::info!(
+                        %method,
+                        path = SOCKET_ROUTE,
+                        status = reply.status().as_u16(),
+                        latency_us = started.elapsed().as_micros() as u64,
+                        "request"
+                    );
+                    return Ok::<_, std::convert::Infallible>(reply);
+                }
                 // The route template, or one value for a path no route
                 // answers with this method (404 and 405 alike).
                 let route = crate::router::route(&method, &path)
                     .map_or("unmatched", |matched| matched.pattern);
-                let metrics = state.config.metrics.clone();
-                let reply = handlers::handle(state, request).await;
+                let reply = handlers::handle(state, request).await.map(Answer::Api);
                 if let Some(metrics) = metrics {
                     metrics.request(route, &method, reply.status().as_u16(), started.elapsed());
                 }
@@ -294,28 +441,48 @@ pub async fn serve(
                 Ok::<_, std::convert::Infallible>(reply)
             }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        // With upgrades: a socket's WebSocket takes the stream over (and
+        // with it the permit and the slot) once its handshake is answered.
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut drain_signal = draining.clone();
         let metrics = metrics.clone();
         if let Some(metrics) = &metrics {
             metrics.connection_opened();
         }
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = drain_signal.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            drop(drain_signal);
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             if let Some(metrics) = &metrics {
                 metrics.connection_closed();
             }
-            drop(permit);
         });
     }
     drop(listener);
     stopping.send_replace(true);
-    let grace = state.config.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
+    // Every socket is closed (its client sees a disconnect and may
+    // reconnect elsewhere): its subscriber's connection ends with it.
+    if tokio::time::timeout(state.config.shutdown_grace, sockets.close())
         .await
         .is_err()
     {
+        tracing::warn!("sockets did not close in time");
+    }
+    let grace = state.config.shutdown_grace;
+    drop(draining);
+    drain.send_replace(());
+    if tokio::time::timeout(grace, drain.closed()).await.is_err() {
         tracing::warn!(
             ?grace,
             "in-flight requests did not finish in time; closing them"

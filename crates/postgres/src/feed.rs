@@ -30,6 +30,8 @@ pub(crate) fn cause_code(cause: EventCause) -> i16 {
         EventCause::Write => 0,
         EventCause::Expired => 1,
         EventCause::Deleted => 2,
+        EventCause::Connected => 3,
+        EventCause::Disconnected => 4,
     }
 }
 
@@ -38,6 +40,8 @@ fn cause_of(code: i16) -> Result<EventCause> {
         0 => Ok(EventCause::Write),
         1 => Ok(EventCause::Expired),
         2 => Ok(EventCause::Deleted),
+        3 => Ok(EventCause::Connected),
+        4 => Ok(EventCause::Disconnected),
         other => Err(Error::Corrupt(format!("event cause {other}"))),
     }
 }

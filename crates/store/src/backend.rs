@@ -16,12 +16,17 @@ use crate::id::ObjectId;
 use crate::idempotency::{Executed, Idempotency};
 use crate::observer::Gauges;
 use crate::precondition::Precondition;
-use crate::store::Store;
+use crate::store::{Connection, Store};
 use crate::subscriber::Subscriber;
 use crate::tenancy::{Environment, Tenant};
 
 /// A boxed future a backend returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An open connection a backend counts (SPEC 13): dropping it is the close.
+pub trait ConnectionGuard: Send + Sync + std::fmt::Debug {}
+
+impl ConnectionGuard for Connection {}
 
 /// What the HTTP facade asks of a backend: one call per request. Every
 /// backend applies the same rules ([`crate::rules`]) and holds the same
@@ -109,6 +114,22 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Levels for the metrics, read now.
     fn gauges(&self) -> Gauges;
+
+    /// Opens a connection of `subscriber_id` (SPEC 13, as
+    /// [`Store::connect`]): resolves once its presence is durable, to a
+    /// guard whose drop is the close. The default, for a backend without
+    /// connection presence (the PostgreSQL one, for now), is
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    fn connect<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        subscriber_id: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn ConnectionGuard>>> {
+        let _ = (tenant, subscriber_id);
+        Box::pin(std::future::ready(Err(crate::error::Error::Unsupported(
+            "connection presence",
+        ))))
+    }
 
     /// Makes everything acknowledged durable before the process exits.
     ///
@@ -218,6 +239,20 @@ impl Backend for Store {
 
     fn gauges(&self) -> Gauges {
         Store::gauges(self)
+    }
+
+    fn connect<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        subscriber_id: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn ConnectionGuard>>> {
+        // The online write commits here, on the caller's task; the future
+        // only awaits its flush round.
+        let committed = Store::commit_connect(self, tenant, subscriber_id);
+        Box::pin(async move {
+            let connection = committed?.await?;
+            Ok(Box::new(connection) as Box<dyn ConnectionGuard>)
+        })
     }
 
     fn close(&self) -> Result<()> {

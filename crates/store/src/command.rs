@@ -3,7 +3,7 @@
 
 use crate::clock::Timestamp;
 use crate::error::{Entity, Error, Result};
-use crate::event::{EventRecord, event_of_change, event_of_expiry};
+use crate::event::{EventCause, EventRecord, event_of_change, event_of_expiry};
 use crate::id::ObjectId;
 use crate::precondition::Precondition;
 use crate::presence::validate_ttl_seconds;
@@ -47,6 +47,44 @@ pub enum Command {
         /// The lease's length, 0 to [`MAX_TTL_SECONDS`](crate::MAX_TTL_SECONDS).
         ttl_seconds: u32,
     },
+    /// A write of connection presence (SPEC 13), made by
+    /// [`Store::connect`](crate::Store::connect) and the
+    /// [`Connection`](crate::Connection) guards it returns, which keep the
+    /// count of open connections it follows: it has no public constructor.
+    Connection(ConnectionWrite),
+}
+
+/// A connection presence write: what happened to a subscriber's
+/// connections. Built only by the store (see [`Command::Connection`]).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode)]
+pub struct ConnectionWrite {
+    pub(crate) subscriber_id: String,
+    pub(crate) kind: ConnectionKind,
+}
+
+/// What a [`ConnectionWrite`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode)]
+pub(crate) enum ConnectionKind {
+    /// A connection opened: online with a connection lease of `run`,
+    /// unless that lease already holds the presence (then nothing).
+    Opened { run: u64, lease_secs: u32 },
+    /// The store run's periodic renewal: moves the connection lease of
+    /// `run` if it still holds the presence (an explicit presence write
+    /// since wins: then nothing).
+    Renewed { run: u64, lease_secs: u32 },
+    /// The last connection closed at `at` and no other opened within the
+    /// grace: offline with `lastOnlineAt` = `at`, unless already offline.
+    Closed { at: Timestamp },
+}
+
+impl ConnectionWrite {
+    /// The command of a `kind` write of `subscriber_id`'s connections.
+    pub(crate) fn command(subscriber_id: &str, kind: ConnectionKind) -> Command {
+        Command::Connection(ConnectionWrite {
+            subscriber_id: subscriber_id.to_owned(),
+            kind,
+        })
+    }
 }
 
 impl Command {
@@ -55,7 +93,20 @@ impl Command {
             Command::Upsert { input, .. } => &input.subscriber_id,
             Command::SetOnline { subscriber_id, .. }
             | Command::Delete { subscriber_id }
-            | Command::Heartbeat { subscriber_id, .. } => subscriber_id,
+            | Command::Heartbeat { subscriber_id, .. }
+            | Command::Connection(ConnectionWrite { subscriber_id, .. }) => subscriber_id,
+        }
+    }
+
+    /// The cause of the event this command's own flip emits.
+    fn cause(&self) -> EventCause {
+        match self {
+            Command::Connection(ConnectionWrite {
+                kind: ConnectionKind::Closed { .. },
+                ..
+            }) => EventCause::Disconnected,
+            Command::Connection(_) => EventCause::Connected,
+            _ => EventCause::Write,
         }
     }
 
@@ -72,8 +123,36 @@ impl Command {
                 validate_subscriber_id(subscriber_id)?;
                 validate_ttl_seconds(*ttl_seconds).map(drop)
             }
+            Command::Connection(ConnectionWrite {
+                subscriber_id,
+                kind,
+            }) => {
+                validate_subscriber_id(subscriber_id)?;
+                match kind {
+                    ConnectionKind::Opened { lease_secs, .. }
+                    | ConnectionKind::Renewed { lease_secs, .. } => {
+                        validate_connection_lease(*lease_secs)
+                    }
+                    ConnectionKind::Closed { .. } => Ok(()),
+                }
+            }
         }
     }
+}
+
+/// A connection lease's length: 1 to [`MAX_TTL_SECONDS`](crate::MAX_TTL_SECONDS)
+/// (0 would be no lease, and a connection's presence always has one).
+pub(crate) fn validate_connection_lease(lease_secs: u32) -> Result<()> {
+    if lease_secs == 0 {
+        return Err(Error::invalid(
+            crate::error::Field::TtlSeconds,
+            crate::error::InputProblem::NotInRange {
+                min: 1,
+                max: u64::from(crate::presence::MAX_TTL_SECONDS),
+            },
+        ));
+    }
+    validate_ttl_seconds(lease_secs).map(drop)
 }
 
 /// What a decided command does to the stored document.
@@ -81,6 +160,10 @@ impl Command {
 pub(crate) enum Change {
     Put(Vec<u8>),
     Remove,
+    /// Nothing to store: the document already is what the command asks
+    /// (a connection write the presence already reflects, or one an
+    /// explicit presence write overrules).
+    Keep,
 }
 
 /// The pure part of a write: what the document becomes and what to store.
@@ -114,7 +197,8 @@ pub(crate) fn decide(
         _ => doc.as_of(clock),
     });
     let seen_online = current.as_ref().and_then(|doc| doc.is_online);
-    let (doc, change) = decide_change(
+    let cause = command.cause();
+    let (doc, mut change) = decide_change(
         command,
         current,
         expected,
@@ -123,9 +207,17 @@ pub(crate) fn decide(
         fresh_id,
         default_ttl,
     )?;
+    if matches!(change, Change::Keep) {
+        if !events.is_empty() {
+            // The write saw a lease run out: that expiry is stored (the
+            // document as seen), so the event never goes without its change.
+            change = Change::Put(doc.encode()?);
+        }
+        return Ok((doc, change, events));
+    }
     if feed {
         let removed = matches!(change, Change::Remove);
-        events.extend(event_of_change(seen_online, &doc, removed, now));
+        events.extend(event_of_change(seen_online, &doc, removed, now, cause));
     }
     Ok((doc, change, events))
 }
@@ -182,6 +274,27 @@ fn decide_change(
             let doc = current.ok_or(Error::NotFound(Entity::Subscriber))?;
             check_version()?;
             Ok((doc, Change::Remove))
+        }
+        Command::Connection(ConnectionWrite { kind, .. }) => {
+            let mut doc = current.ok_or(Error::NotFound(Entity::Subscriber))?;
+            check_version()?;
+            let acts = match kind {
+                ConnectionKind::Opened { run, .. } => !doc.held_by(run),
+                ConnectionKind::Renewed { run, .. } => doc.held_by(run),
+                ConnectionKind::Closed { .. } => doc.is_online == Some(true),
+            };
+            if !acts {
+                return Ok((doc, Change::Keep));
+            }
+            match kind {
+                ConnectionKind::Opened { run, lease_secs }
+                | ConnectionKind::Renewed { run, lease_secs } => {
+                    doc.connect(run, lease_secs, clock);
+                }
+                ConnectionKind::Closed { at } => doc.disconnect(at, clock),
+            }
+            let bytes = doc.encode()?;
+            Ok((doc, Change::Put(bytes)))
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Config {
     pub(crate) event_retention: Duration,
     pub(crate) observer: Arc<dyn Observer>,
     pub(crate) server_key: Option<ServerKey>,
+    pub(crate) connection_lease_secs: u32,
+    pub(crate) disconnect_grace: Duration,
 }
 
 impl Config {
@@ -64,6 +66,8 @@ impl Config {
             event_retention: Duration::from_secs(24 * 60 * 60),
             observer: Arc::new(NoObserver),
             server_key: None,
+            connection_lease_secs: 30,
+            disconnect_grace: Duration::ZERO,
         }
     }
 
@@ -100,6 +104,25 @@ impl Config {
     /// [`Store::open`](crate::Store::open) refuses more.
     pub fn presence_ttl_secs(mut self, seconds: u32) -> Self {
         self.presence_ttl_secs = seconds;
+        self
+    }
+
+    /// The lease of a subscriber's open connections, in seconds (SPEC 13;
+    /// default 30): the store renews it every third of that while a
+    /// [`Connection`](crate::Connection) is open, so a process that dies
+    /// with connections open leaves its subscribers online at most this
+    /// long. 1 to [`MAX_TTL_SECONDS`](crate::MAX_TTL_SECONDS);
+    /// [`Store::open`](crate::Store::open) refuses anything else.
+    pub fn connection_lease_secs(mut self, seconds: u32) -> Self {
+        self.connection_lease_secs = seconds;
+        self
+    }
+
+    /// How long after a subscriber's last connection closes it goes
+    /// offline, if no connection opens meanwhile (SPEC 13; default 0: at
+    /// the close). A reconnect within it changes nothing.
+    pub fn disconnect_grace(mut self, grace: Duration) -> Self {
+        self.disconnect_grace = grace;
         self
     }
 

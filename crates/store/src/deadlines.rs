@@ -142,14 +142,24 @@ impl Deadlines {
         self.table.lock().put(key, held_at_open(lease, now));
     }
 
-    /// Every lease found in storage at open, at once (as [`adopted`](Self::adopted)).
-    pub fn from_storage(leases: Vec<(Vec<u8>, Lease)>, now: Now) -> Deadlines {
+    /// Every lease found in storage at open, at once (as [`adopted`](Self::adopted)),
+    /// by the store run `run`: a connection lease of another run (SPEC 13:
+    /// its connections died with it) is due at once, ending when it would
+    /// have or now, whichever is earlier.
+    pub fn from_storage(leases: Vec<(Vec<u8>, Lease)>, now: Now, run: u64) -> Deadlines {
         let mut held = HashMap::with_capacity(leases.len());
         let mut order = Vec::with_capacity(leases.len());
         let mut by_wall = Vec::with_capacity(leases.len());
         for (key, lease) in leases {
             let key: Arc<[u8]> = key.into();
-            let h = held_at_open(&lease, now);
+            let h = match lease.holder {
+                Some(holder) if holder != run => Held {
+                    stored: lease.expires_at,
+                    due: now.mono,
+                    ends: lease.expires_at.min(now.wall),
+                },
+                _ => held_at_open(&lease, now),
+            };
             order.push((h.due, Arc::clone(&key)));
             by_wall.push((h.ends, Arc::clone(&key)));
             held.insert(key, h);
@@ -329,7 +339,43 @@ mod tests {
         Lease {
             heard_at: Timestamp::from_millis(heard),
             expires_at: Timestamp::from_millis(heard + ttl_ms),
+            holder: None,
         }
+    }
+
+    #[test]
+    fn at_open_the_connection_leases_of_another_run_are_due_at_once() {
+        let held_by = |run| Lease {
+            holder: Some(run),
+            ..lease(T - 5_000, 30_000)
+        };
+        let now = at(T, 0);
+        let d = Deadlines::from_storage(
+            vec![
+                (b"dead".to_vec(), held_by(1)),
+                (b"ours".to_vec(), held_by(2)),
+                (b"beat".to_vec(), lease(T - 5_000, 30_000)),
+            ],
+            now,
+            2,
+        );
+        // The dead run's lease ends now; this run's and a heartbeat's run on.
+        assert_eq!(
+            d.due(now, 10),
+            vec![(b"dead".to_vec(), Timestamp::from_millis(T + 25_000))]
+        );
+        let seen = d.apply(b"dead", doc(held_by(1)), now);
+        assert_eq!(seen.online_expires_at(), Some(Timestamp::from_millis(T)));
+        assert!(seen.lease_expired(now.wall));
+        assert_eq!(d.next_due(now), Some(Duration::from_secs(25)));
+        // One that ran out while no process ran keeps its own deadline.
+        let old = Lease {
+            holder: Some(1),
+            ..lease(T - 60_000, 30_000)
+        };
+        let d = Deadlines::from_storage(vec![(b"old".to_vec(), old)], now, 2);
+        let seen = d.apply(b"old", doc(old), now);
+        assert_eq!(seen.online_expires_at(), Some(old.expires_at));
     }
 
     fn doc(lease: Lease) -> Subscriber {

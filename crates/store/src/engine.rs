@@ -56,10 +56,11 @@ pub(crate) fn read(engine: &Engine, key: &[u8]) -> Result<Option<Subscriber>> {
     }
 }
 
-/// Opens sled as `config` says, checks the store's identity, and in durable
-/// mode syncs once so nothing an earlier process left unsynced is reported
-/// as done.
-pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
+/// Opens sled as `config` says for the store run `run` (connection leases
+/// of other runs end at once, deadlines.rs), checks the store's identity,
+/// and in durable mode syncs once so nothing an earlier process left
+/// unsynced is reported as done.
+pub(crate) fn open_engine(config: &Config, run: u64) -> Result<Engine> {
     let mut sled_config = sled::Config::new()
         .segment_size(layout::SEGMENT_SIZE)
         .cache_capacity(config.cache_bytes);
@@ -103,6 +104,7 @@ pub(crate) fn open_engine(config: &Config) -> Result<Engine> {
             &trees,
             feeds.as_deref(),
             crate::clock::Now::of(config.clock.as_ref()),
+            run,
         );
         let loaded = records.join().unwrap_or_else(|_| {
             Err(crate::error::Error::Storage(
@@ -158,6 +160,7 @@ fn scan_documents(
     trees: &Trees,
     feeds: Option<&crate::feed::Feeds>,
     now: crate::clock::Now,
+    run: u64,
 ) -> Result<crate::deadlines::Deadlines> {
     use crate::presence_index::{Presence, Sorted};
     let mut leases = Vec::new();
@@ -198,7 +201,7 @@ fn scan_documents(
             feeds.env(env)?.index.fill(sorted);
         }
     }
-    Ok(crate::deadlines::Deadlines::from_storage(leases, now))
+    Ok(crate::deadlines::Deadlines::from_storage(leases, now, run))
 }
 
 /// A flush of everything committed, whatever the mode (none for a

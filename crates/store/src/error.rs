@@ -75,6 +75,11 @@ pub enum Error {
     #[error("the presence feed is off in this store")]
     FeedOff,
 
+    /// The backend does not offer this call (the PostgreSQL backend and
+    /// connection presence, [`Backend::connect`](crate::Backend::connect)).
+    #[error("{0} is not supported on this backend")]
+    Unsupported(&'static str),
+
     /// A stored record could not be decoded: corrupt bytes or a record
     /// written by an unknown format version.
     #[error("corrupt record: {0}")]

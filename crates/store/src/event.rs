@@ -27,15 +27,22 @@ pub enum EventCause {
     Expired,
     /// A subscriber that was online was deleted.
     Deleted,
+    /// A connection opened (SPEC 13): the subscriber's first.
+    Connected,
+    /// The subscriber's last connection closed (and its grace passed).
+    Disconnected,
 }
 
 impl EventCause {
-    /// The wire name: `write`, `expired` or `deleted`.
+    /// The wire name: `write`, `expired`, `deleted`, `connected` or
+    /// `disconnected`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventCause::Write => "write",
             EventCause::Expired => "expired",
             EventCause::Deleted => "deleted",
+            EventCause::Connected => "connected",
+            EventCause::Disconnected => "disconnected",
         }
     }
 }
@@ -229,12 +236,14 @@ impl EventRecord {
 /// wrote (`removed`: the document it deleted): a presence write that flips
 /// `isOnline` or sets it for the first time, or the delete of a subscriber
 /// that was online. Heartbeats that keep it online, repeated offline
-/// writes and upserts (they never touch presence) emit none.
+/// writes and upserts (they never touch presence) emit none. A flip's
+/// event carries `cause`: the command's (`write`, or a connection's).
 pub(crate) fn event_of_change(
     seen_online: Option<bool>,
     doc: &Subscriber,
     removed: bool,
     now: Timestamp,
+    cause: EventCause,
 ) -> Option<EventRecord> {
     if removed {
         return (seen_online == Some(true)).then(|| {
@@ -245,7 +254,7 @@ pub(crate) fn event_of_change(
         });
     }
     (doc.is_online.is_some() && doc.is_online != seen_online)
-        .then(|| EventRecord::of(doc, now, EventCause::Write, now))
+        .then(|| EventRecord::of(doc, now, cause, now))
 }
 
 /// The event of a lease expiry (written by the expiry thread, or seen by a

@@ -183,10 +183,11 @@ pub(crate) struct IdempotencyRecord<D = Subscriber> {
 }
 
 /// The format version of idempotency records written by this build (format
-/// 2 held documents of format 1, without a lease).
-pub(crate) const RECORD_FORMAT: u8 = 3;
+/// 2 held documents of format 1, without a lease; format 3 documents of
+/// format 2, whose lease had no holder).
+pub(crate) const RECORD_FORMAT: u8 = 4;
 
-impl IdempotencyRecord<subscriber::v1::Subscriber> {
+impl<D: Into<Subscriber>> IdempotencyRecord<D> {
     fn upgrade(self) -> IdempotencyRecord {
         IdempotencyRecord {
             fingerprint: self.fingerprint,
@@ -215,6 +216,8 @@ impl IdempotencyRecord {
     pub(crate) fn decode(bytes: &[u8]) -> Result<IdempotencyRecord> {
         match layout::split_format(bytes)? {
             (RECORD_FORMAT, body) => layout::decode_body(body),
+            (3, body) => layout::decode_body::<IdempotencyRecord<subscriber::v2::Subscriber>>(body)
+                .map(IdempotencyRecord::upgrade),
             (2, body) => layout::decode_body::<IdempotencyRecord<subscriber::v1::Subscriber>>(body)
                 .map(IdempotencyRecord::upgrade),
             (1, body) => layout::decode_body::<v1::Record>(body).map(v1::Record::upgrade),

@@ -382,21 +382,22 @@ mod tests {
         .concat()
     }
 
-    /// Pins document format 2 (format 1 plus the lease after
-    /// `last_online_at`) and that format 1 is still read: if this fails,
-    /// the layout changed and needs a new format with a reader for the old.
-    #[test]
-    fn document_formats_are_stable() {
-        let v1 = format_1_bytes();
-        assert_eq!(Subscriber::decode(&v1).expect("format 1 decodes"), sample());
+    /// `sample()` online with a lease from 5 to 250 ms held by `holder`.
+    pub(super) fn leased_sample(holder: Option<u64>) -> Subscriber {
         let mut leased = sample();
         leased.is_online = Some(true);
         leased.lease = Some(crate::subscriber::Lease {
             heard_at: Timestamp::from_millis(5),
             expires_at: Timestamp::from_millis(250),
+            holder,
         });
-        let bytes = leased.encode().expect("encodes");
-        let expected: Vec<u8> = [
+        leased
+    }
+
+    /// `leased_sample` as format 2 wrote it (format 1 plus the lease after
+    /// `last_online_at`, without a holder).
+    pub(super) fn format_2_leased_bytes() -> Vec<u8> {
+        [
             &[2u8][..],
             &[1; 12],
             &[2, b'u', b'1'],
@@ -414,9 +415,50 @@ mod tests {
             &[1, 7, b'{', b'"', b'k', b'"', b':', b'1', b'}'],
             &[0],
         ]
+        .concat()
+    }
+
+    /// Pins document format 3 (format 2 plus the lease's holder: a
+    /// connection lease's store run, or none for a heartbeat's) and that
+    /// formats 1 and 2 are still read: if this fails, the layout changed
+    /// and needs a new format with a reader for the old.
+    #[test]
+    fn document_formats_are_stable() {
+        let v1 = format_1_bytes();
+        assert_eq!(Subscriber::decode(&v1).expect("format 1 decodes"), sample());
+        let v2 = format_2_leased_bytes();
+        assert_eq!(
+            Subscriber::decode(&v2).expect("format 2 decodes"),
+            leased_sample(None)
+        );
+        let held = leased_sample(Some(0x0102));
+        let bytes = held.encode().expect("encodes");
+        let expected: Vec<u8> = [
+            &[3u8][..],
+            &[1; 12],
+            &[2, b'u', b'1'],
+            &[1, 3, b'A', b'd', b'a'],
+            &[0],
+            &[1, 0],
+            &[0, 0, 0],
+            &[0],
+            &[1, 1],
+            &[1, 5],
+            // heard_at, expires_at, then the holder: Some(258) as a varint.
+            &[1, 5, 250, 1, 251, 2, 1],
+            &[2; 12],
+            &[3; 12],
+            &[1, 5, 7],
+            &[1, 7, b'{', b'"', b'k', b'"', b':', b'1', b'}'],
+            &[0],
+        ]
         .concat();
         assert_eq!(bytes, expected);
-        assert_eq!(Subscriber::decode(&bytes).expect("decodes"), leased);
+        assert_eq!(Subscriber::decode(&bytes).expect("decodes"), held);
+        // A heartbeat's lease: the holder's `None` is one byte.
+        let heartbeat = leased_sample(None).encode().expect("encodes");
+        assert_eq!(heartbeat[..1], [3]);
+        assert_eq!(heartbeat.len(), v2.len() + 1);
     }
 
     #[test]
@@ -427,7 +469,13 @@ mod tests {
             matches!(Subscriber::decode(&bytes), Err(Error::Corrupt(m)) if m.contains("version 9"))
         );
         assert!(Subscriber::decode(&[]).is_err());
-        for good in [sample().encode().expect("encodes"), format_1_bytes()] {
+        let formats = [
+            sample().encode().expect("encodes"),
+            leased_sample(Some(7)).encode().expect("encodes"),
+            format_2_leased_bytes(),
+            format_1_bytes(),
+        ];
+        for good in formats {
             for cut in 0..good.len() {
                 assert!(Subscriber::decode(&good[..cut]).is_err(), "cut at {cut}");
             }
@@ -590,7 +638,7 @@ mod pinned {
     /// read, the document with no lease.
     #[test]
     fn idempotency_records_of_format_2_are_still_read() {
-        let conflict = PINNED_IDEMPOTENCY[0].replacen("03", "02", 1);
+        let conflict = PINNED_IDEMPOTENCY[0].replacen("04", "02", 1);
         let bytes: Vec<u8> = (0..conflict.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&conflict[i..i + 2], 16).expect("hex"))
@@ -616,6 +664,29 @@ mod pinned {
         );
     }
 
+    /// Records of format 3 held a document of format 2 (a lease without a
+    /// holder): still read, the lease a heartbeat's.
+    #[test]
+    fn idempotency_records_of_format_3_are_still_read() {
+        let header = bincode::encode_to_vec(
+            (
+                [9u8; 32],
+                Timestamp::from_millis(10),
+                Timestamp::from_millis(20),
+                b"/p".to_vec(),
+            ),
+            BINCODE,
+        )
+        .expect("header");
+        let document_v2 = &super::tests::format_2_leased_bytes()[1..];
+        let bytes = [&[3u8][..], &header, &[0], document_v2].concat();
+        let record = IdempotencyRecord::decode(&bytes).expect("format 3 with a document decodes");
+        assert_eq!(
+            record.outcome,
+            RecordedOutcome::Document(super::tests::leased_sample(None))
+        );
+    }
+
     const PINNED_TENANCY: [&str; 5] = [
         "010101010101010101010101010441636d65fb2c01",
         "0202020202020202020202020201010101010101010101010103446576050c41622d5f303978797a58595a",
@@ -632,7 +703,7 @@ mod pinned {
     ];
     const PINNED_LEGACY_IDENTIFIER: &str = "la9O93PLYE5b";
     const PINNED_IDEMPOTENCY: [&str; 2] = [
-        "0309090909090909090909090909090909090909090909090909090909090909090a14022f7002010201020103",
+        "0409090909090909090909090909090909090909090909090909090909090909090a14022f7002010201020103",
         "950167a9e17ee912765d0eef7887496708da00c8ebf6db6399232353a7df65b0",
     ];
 }

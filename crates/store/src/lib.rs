@@ -40,17 +40,20 @@
 //!   and its idempotency record atomic), `durability` (flush rounds, group
 //!   commit, the relaxed background flush), `feed` (the presence feed:
 //!   seqs, readable once durable, waits, counts, retention),
-//!   `presence_index` (the online indexes and query), `engine` (the open
+//!   `presence_index` (the online indexes and query), `connections` (the
+//!   open connections of this store run, SPEC 13), `engine` (the open
 //!   sled database, recovered at open).
 //! - `write`: the one write path, for plain and keyed writes.
-//! - `store`: the public handle, [`Store`], and [`Durable`], the future or
-//!   blocking wait of a committed write.
+//! - `store`: the public handle, [`Store`], [`Durable`], the future or
+//!   blocking wait of a committed write, and [`Connection`], an open
+//!   connection's presence ([`Store::connect`]).
 #![deny(missing_docs)]
 
 mod backend;
 mod clock;
 mod command;
 mod config;
+mod connections;
 mod deadlines;
 mod durability;
 mod engine;
@@ -74,9 +77,9 @@ mod subscriber;
 mod tenancy;
 mod write;
 
-pub use backend::{Backend, BoxFuture};
+pub use backend::{Backend, BoxFuture, ConnectionGuard};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use command::Command;
+pub use command::{Command, ConnectionWrite};
 pub use config::{Config, Durability};
 pub use error::{Entity, Error, Field, InputProblem, Result};
 pub use event::{
@@ -90,7 +93,7 @@ pub use observer::{Gauges, NoObserver, Observer};
 pub use precondition::Precondition;
 pub use presence::{MAX_TTL_SECONDS, check_ttl_seconds};
 pub use server_key::{SERVER_KEY_BYTES, ServerKey};
-pub use store::{Durable, EventNotice, Store};
+pub use store::{Connection, Durable, EventNotice, Store};
 pub use subscriber::{
     Channel, ChannelSettings, Credentials, Data, Lease, MAX_SUBSCRIBER_ID_BYTES, PROVIDER_IDS,
     Subscriber, SubscriberInput, Version, check_provider_id, check_subscriber_id,

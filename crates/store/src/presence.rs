@@ -57,7 +57,42 @@ impl Subscriber {
         self.lease = (online && ttl_seconds > 0).then(|| Lease {
             heard_at: now,
             expires_at: now.saturating_add(Duration::from_secs(u64::from(ttl_seconds))),
+            holder: None,
         });
+        self.updated_at = stamp;
+        self.version = self.version.next();
+    }
+
+    /// Whether the presence is held by the open connections of the store
+    /// run `run` (SPEC 13): online, with a connection lease of that run.
+    /// A presence write since (an explicit PATCH) or an expiry ends that.
+    pub fn held_by(&self, run: u64) -> bool {
+        self.is_online == Some(true) && self.lease.is_some_and(|lease| lease.holder == Some(run))
+    }
+
+    /// The connection rule going online (a connection opened, or its
+    /// lease renewed): the presence write going online with a lease of
+    /// `lease_secs` (at least 1) held by the store run `run`.
+    pub(crate) fn connect(&mut self, run: u64, lease_secs: u32, now: Timestamp) {
+        self.set_online(true, lease_secs.max(1), now);
+        if let Some(lease) = &mut self.lease {
+            lease.holder = Some(run);
+        }
+    }
+
+    /// The connection rule going offline: the last connection closed at
+    /// `closed_at` (its grace over): offline, `lastOnlineAt` the close time
+    /// (never earlier than the one stored, never later than the write's
+    /// stamp), any lease ended, `__v` + 1.
+    pub(crate) fn disconnect(&mut self, closed_at: Timestamp, now: Timestamp) {
+        let stamp = self.write_time(now);
+        let closed = self
+            .last_online_at
+            .map_or(closed_at, |t| t.max(closed_at))
+            .min(stamp);
+        self.is_online = Some(false);
+        self.last_online_at = Some(closed);
+        self.lease = None;
         self.updated_at = stamp;
         self.version = self.version.next();
     }

@@ -235,18 +235,25 @@ pub struct Subscriber {
 }
 
 /// A running presence lease: the subscriber is online until `expires_at`
-/// unless another online write (a heartbeat) moves it.
+/// unless another online write (a heartbeat, or its connections' renewal)
+/// moves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct Lease {
     /// The last online write: the last moment the subscriber was known online.
     pub heard_at: Timestamp,
     /// When the subscriber goes offline without another heartbeat.
     pub expires_at: Timestamp,
+    /// `Some(run)`: a connection lease (SPEC 13), held by the open
+    /// connections of the store run `run` (each [`Store`](crate::Store)
+    /// draws its own at open) and renewed by it; a store that opens finds
+    /// the leases of earlier runs dead and ends them at once. `None`: the
+    /// lease of a heartbeat (`ttlSeconds`, SPEC 10).
+    pub holder: Option<u64>,
 }
 
 /// The format version of subscriber documents written by this build
-/// (format 1 had no lease).
-pub(crate) const DOCUMENT_FORMAT: u8 = 2;
+/// (format 1 had no lease; format 2's lease had no holder).
+pub(crate) const DOCUMENT_FORMAT: u8 = 3;
 
 impl Subscriber {
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
@@ -256,6 +263,7 @@ impl Subscriber {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Subscriber> {
         match layout::split_format(bytes)? {
             (DOCUMENT_FORMAT, body) => layout::decode_body(body),
+            (2, body) => layout::decode_body::<v2::Subscriber>(body).map(Subscriber::from),
             (1, body) => layout::decode_body::<v1::Subscriber>(body).map(Subscriber::from),
             (version, _) => Err(layout::unsupported(version)),
         }
@@ -304,6 +312,71 @@ pub(crate) mod v1 {
                 is_online: old.is_online,
                 last_online_at: old.last_online_at,
                 lease: None,
+                organization_id: old.organization_id,
+                environment_id: old.environment_id,
+                created_at: old.created_at,
+                updated_at: old.updated_at,
+                version: old.version,
+                data: old.data,
+                timezone: old.timezone,
+            }
+        }
+    }
+}
+
+/// Documents as format 2 wrote them (a lease without its holder: every
+/// lease was a heartbeat's); idempotency records of format 3 hold them too.
+pub(crate) mod v2 {
+    use super::{Channel, Data, ObjectId, Timestamp, Version};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, bincode::Decode)]
+    pub(crate) struct Lease {
+        heard_at: Timestamp,
+        expires_at: Timestamp,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, bincode::Decode)]
+    pub(crate) struct Subscriber {
+        id: ObjectId,
+        subscriber_id: String,
+        first_name: Option<String>,
+        last_name: Option<String>,
+        email: Option<Option<String>>,
+        phone: Option<String>,
+        avatar: Option<String>,
+        locale: Option<String>,
+        channels: Vec<Channel>,
+        is_online: Option<bool>,
+        last_online_at: Option<Timestamp>,
+        lease: Option<Lease>,
+        organization_id: ObjectId,
+        environment_id: ObjectId,
+        created_at: Timestamp,
+        updated_at: Timestamp,
+        version: Version,
+        data: Option<Data>,
+        timezone: Option<String>,
+    }
+
+    impl From<Subscriber> for super::Subscriber {
+        fn from(old: Subscriber) -> Self {
+            super::Subscriber {
+                id: old.id,
+                subscriber_id: old.subscriber_id,
+                first_name: old.first_name,
+                last_name: old.last_name,
+                email: old.email,
+                phone: old.phone,
+                avatar: old.avatar,
+                locale: old.locale,
+                channels: old.channels,
+                is_online: old.is_online,
+                last_online_at: old.last_online_at,
+                lease: old.lease.map(|lease| super::Lease {
+                    heard_at: lease.heard_at,
+                    expires_at: lease.expires_at,
+                    holder: None,
+                }),
                 organization_id: old.organization_id,
                 environment_id: old.environment_id,
                 created_at: old.created_at,

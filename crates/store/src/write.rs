@@ -195,6 +195,9 @@ pub(crate) fn write(
 
     // 3. Apply: the events, the write's own keys, the document.
     let presence = match &decided {
+        // Nothing stored (a connection write the document already
+        // reflects): no side effect either.
+        Ok((_, Change::Keep, _)) | Err(_) => PresenceChange::none(doc_key, clocks),
         Ok((doc, change, events)) => PresenceChange::begin(
             engine,
             tenant.environment,
@@ -205,7 +208,6 @@ pub(crate) fn write(
             events,
             clocks,
         )?,
-        Err(_) => PresenceChange::none(doc_key, clocks),
     };
     let applied = apply(writes, engine, doc_key, once.as_ref(), decided, clocks.wall)?;
 
@@ -282,6 +284,7 @@ fn apply(
             let step = match &change {
                 Change::Put(_) => Step::Put,
                 Change::Remove => Step::Remove(doc.id),
+                Change::Keep => Step::Nothing,
             };
             (Ok(doc), Some(change), step)
         }
@@ -343,7 +346,7 @@ fn apply(
         Some(Change::Remove) => {
             trees.subscribers.remove(doc_key)?;
         }
-        None => {}
+        Some(Change::Keep) | None => {}
     }
     Ok(Applied {
         executed: Executed {

@@ -98,6 +98,9 @@ impl Store {
             // call reports and reopens after.
             let _ = self.purge_events(super::feed::PURGE_BATCH);
         }
+        // Connection leases renewed, closes past their grace written
+        // (SPEC 13); a failure is a storage failure, as above.
+        let _ = self.tend_connections();
         match self.expiry_batch(BATCH) {
             Ok(Expired {
                 next: Some(next),

@@ -2,10 +2,12 @@
 //! and the one path every subscriber write takes (validate, lock the
 //! subscriber's stripe, read, decide, commit, wait for durability).
 
+mod connections;
 mod feed;
 mod idempotency;
 mod leases;
 
+pub use connections::Connection;
 pub use feed::EventNotice;
 mod tenancy;
 
@@ -47,6 +49,9 @@ struct StoreCore {
     bootstrap: Mutex<()>,
     /// Set once the leases that were overdue at open are expired.
     started: std::sync::atomic::AtomicBool,
+    /// The open connections of this store run (SPEC 13); its run id marks
+    /// the connection leases it writes.
+    connections: crate::connections::Connections,
     /// Declared last: dropped (stopped and joined) after everything else
     /// of the core is no longer in use.
     expiry: leases::ExpiryThread,
@@ -162,7 +167,13 @@ impl Store {
     /// finds its files damaged.
     pub fn open(config: Config) -> Result<Store> {
         validate_ttl_seconds(config.presence_ttl_secs)?;
-        let engine = open_engine(&config)?;
+        crate::command::validate_connection_lease(config.connection_lease_secs)?;
+        // This run's mark on the connection leases it writes: the leases
+        // of every earlier run are ended at open (deadlines.rs).
+        let mut run = [0u8; 8];
+        crate::id::fill_random(&mut run)?;
+        let run = u64::from_le_bytes(run);
+        let engine = open_engine(&config, run)?;
         let core = Arc::new(StoreCore {
             slot: RwLock::new(Slot::Open(Arc::new(engine))),
             recovery: Mutex::new(Recovery {
@@ -176,6 +187,11 @@ impl Store {
             ),
             bootstrap: Mutex::new(()),
             started: std::sync::atomic::AtomicBool::new(!config.background_expiry),
+            connections: crate::connections::Connections::new(
+                run,
+                config.connection_lease_secs,
+                config.disconnect_grace,
+            ),
             config,
             expiry: leases::ExpiryThread::new(),
         });
@@ -523,7 +539,7 @@ impl Store {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-        match open_engine(&self.core.config).and_then(|engine| {
+        match open_engine(&self.core.config, self.core.connections.run).and_then(|engine| {
             probe(&engine, &self.core.config)?;
             Ok(engine)
         }) {
